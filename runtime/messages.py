@@ -1,0 +1,339 @@
+"""The one vocabulary: wire protocol v1, records, events and actor commands.
+
+Every message - on the wire, between actors, in the LMDB log - is a frozen
+``msgspec.Struct`` defined here, once. Encoders and decoders are built once at import.
+Wire shapes follow DESIGN.md section 3; additions are new optional fields or new ops,
+never a change of meaning.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import msgspec
+
+__all__ = [
+    "ACTIVE_STATES",
+    "OPS",
+    "ArgsStruct",
+    "BootWorkspace",
+    "Completed",
+    "CreateArgs",
+    "CreateWorkspace",
+    "DestroyWorkspace",
+    "ErrorBody",
+    "ErrorReply",
+    "Event",
+    "ExecArgs",
+    "ExecResult",
+    "ExtendArgs",
+    "ListArgs",
+    "NoArgs",
+    "OkReply",
+    "ReadFileArgs",
+    "ReplyTo",
+    "Request",
+    "RunExec",
+    "State",
+    "StoredWorkspace",
+    "WorkspaceArgs",
+    "WorkspaceRecord",
+    "WorkspaceSpec",
+    "WorkspaceStateChanged",
+    "WriteFileArgs",
+    "decode_args",
+    "decode_event",
+    "decode_request",
+    "decode_stored",
+    "encode",
+]
+
+State = Literal["creating", "ready", "stopping", "destroyed", "failed"]
+ACTIVE_STATES: frozenset[str] = frozenset({"creating", "ready", "stopping"})
+
+# --------------------------------------------------------------------------- records
+
+
+class WorkspaceRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """What the runtime promised about one workspace (the wire's workspace record)."""
+
+    id: str
+    state: State
+    provider: str
+    runtime: str
+    image: str
+    cpu: float
+    memory_bytes: int
+    disk_bytes: int
+    labels: dict[str, str]
+    persistent: bool
+    created_at: float
+    expires_at: float | None
+    from_pool: bool = False
+    error: str | None = None
+
+
+class WorkspaceSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything a provider needs to create a workspace; resolved from defaults."""
+
+    workspace_id: str
+    image: str
+    cpu: float
+    memory_bytes: int
+    disk_bytes: int
+    env: dict[str, str]
+    labels: dict[str, str]
+
+
+class StoredWorkspace(msgspec.Struct, frozen=True, kw_only=True, tag="workspace.v1"):
+    """The value of the LMDB ``workspaces`` database: the record and private details.
+
+    Attributes:
+        record: The public record.
+        spec: How the workspace was asked for (env stays private).
+        handle: The provider's own name for the workspace (e.g. the container name).
+    """
+
+    record: WorkspaceRecord
+    spec: WorkspaceSpec
+    handle: str = ""
+
+
+# --------------------------------------------------------------------------- wire
+
+
+class Request(msgspec.Struct, frozen=True):
+    """A request envelope; ``args`` is decoded per op once the op is known."""
+
+    id: str
+    op: str
+    token: str = ""
+    args: msgspec.Raw = msgspec.Raw(b"\x80")
+
+
+class ArgsStruct(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Base of every op's arguments: unknown fields are refused, not ignored."""
+
+
+class NoArgs(ArgsStruct, frozen=True):
+    """Arguments of ops that take none."""
+
+
+class CreateArgs(ArgsStruct, kw_only=True, frozen=True):
+    """Arguments of ``create``; ``None`` means the configured default."""
+
+    provider: str | None = None
+    image: str | None = None
+    cpu: float | None = None
+    memory: int | str | None = None
+    disk: int | str | None = None
+    env: dict[str, str] = {}
+    labels: dict[str, str] = {}
+    ttl_seconds: float | None = None
+    persistent: bool = False
+
+
+class WorkspaceArgs(ArgsStruct, frozen=True):
+    """Arguments of ops addressing one workspace: ``get``, ``destroy``."""
+
+    workspace_id: str
+
+
+class ListArgs(ArgsStruct, kw_only=True, frozen=True):
+    """Arguments of ``list``: every label must match; ``state`` filters by state."""
+
+    labels: dict[str, str] = {}
+    state: State | None = None
+
+
+class ExecArgs(ArgsStruct, kw_only=True, frozen=True):
+    """Arguments of ``exec``: ``cmd`` is argv, or a string run by ``sh -c``."""
+
+    workspace_id: str
+    cmd: list[str] | str
+    cwd: str | None = None
+    env: dict[str, str] = {}
+    stdin: bytes | None = None
+    timeout_s: float | None = None
+
+
+class WriteFileArgs(ArgsStruct, kw_only=True, frozen=True):
+    """Arguments of ``write_file``."""
+
+    workspace_id: str
+    path: str
+    data: bytes
+    mode: int | None = None
+
+
+class ReadFileArgs(ArgsStruct, kw_only=True, frozen=True):
+    """Arguments of ``read_file``."""
+
+    workspace_id: str
+    path: str
+
+
+class ExtendArgs(ArgsStruct, kw_only=True, frozen=True):
+    """Arguments of ``extend``."""
+
+    workspace_id: str
+    ttl_seconds: float
+
+
+OPS: dict[str, type[ArgsStruct]] = {
+    "ping": NoArgs,
+    "providers": NoArgs,
+    "create": CreateArgs,
+    "get": WorkspaceArgs,
+    "list": ListArgs,
+    "exec": ExecArgs,
+    "write_file": WriteFileArgs,
+    "read_file": ReadFileArgs,
+    "destroy": WorkspaceArgs,
+    "extend": ExtendArgs,
+    "stats": NoArgs,
+}
+
+
+class ExecResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The result of ``exec``."""
+
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool = False
+    duration_ms: float = 0.0
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    """The ``error`` map of a failed reply."""
+
+    code: str
+    message: str
+    retryable: bool
+
+
+class OkReply(msgspec.Struct, frozen=True):
+    """A successful reply."""
+
+    id: str
+    result: Any
+    ok: bool = True
+
+
+class ErrorReply(msgspec.Struct, frozen=True):
+    """A failed reply."""
+
+    id: str
+    error: ErrorBody
+    ok: bool = False
+
+
+# --------------------------------------------------------------------------- events
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base of published events; the state log assigns ``seq`` and ``ts``."""
+
+    topic: ClassVar[str]
+    seq: int = 0
+    ts: float = 0.0
+
+
+class WorkspaceStateChanged(Event, tag="workspace.state", frozen=True):
+    """A workspace's record changed; ``record`` is the record after the change."""
+
+    topic: ClassVar[str] = "workspace"
+    workspace_id: str
+    state: State
+    record: WorkspaceRecord
+    reason: str | None = None
+
+
+AnyEvent = WorkspaceStateChanged
+
+# --------------------------------------------------------------------------- actor commands
+
+
+class ReplyTo(msgspec.Struct, frozen=True):
+    """Where an actor sends the reply: the client's ROUTER identity and request id."""
+
+    identity: bytes
+    request_id: str
+
+
+class CreateWorkspace(msgspec.Struct, frozen=True, tag="cmd.create"):
+    """Gateway -> ProviderActor: create a workspace."""
+
+    reply_to: ReplyTo
+    args: CreateArgs
+
+
+class BootWorkspace(msgspec.Struct, frozen=True, tag="cmd.boot"):
+    """ProviderActor -> WorkspaceActor: persist ``entry`` and create the workspace."""
+
+    reply_to: ReplyTo
+    entry: StoredWorkspace
+
+
+class RunExec(msgspec.Struct, frozen=True, tag="cmd.exec"):
+    """Gateway -> WorkspaceActor: run a command."""
+
+    reply_to: ReplyTo
+    args: ExecArgs
+
+
+class DestroyWorkspace(msgspec.Struct, frozen=True, tag="cmd.destroy"):
+    """Gateway -> WorkspaceActor: destroy the workspace (idempotent)."""
+
+    reply_to: ReplyTo | None
+
+
+class Completed(msgspec.Struct, frozen=True, tag="cmd.completed"):
+    """Worker -> actor: a blocking call finished with ``value`` or ``error``.
+
+    Attributes:
+        kind: Which call finished (e.g. ``"boot"``, ``"exec"``, ``"destroy"``).
+        reply_to: Who is waiting for the outcome, if anyone.
+        value: The call's return value.
+        error: The exception it raised, if it failed.
+    """
+
+    kind: str
+    reply_to: ReplyTo | None
+    value: Any = None
+    error: Any = None
+
+
+# --------------------------------------------------------------------------- codecs
+
+_encoder = msgspec.msgpack.Encoder()
+_request_decoder = msgspec.msgpack.Decoder(Request)
+_stored_decoder = msgspec.msgpack.Decoder(StoredWorkspace)
+_event_decoder = msgspec.msgpack.Decoder(AnyEvent)
+_args_decoders = {op: msgspec.msgpack.Decoder(cls) for op, cls in OPS.items()}
+
+
+def encode(obj: Any) -> bytes:
+    """Encode anything of this vocabulary (or plain data) as MessagePack."""
+    return _encoder.encode(obj)
+
+
+def decode_request(frame: bytes | memoryview) -> Request:
+    """Decode a request envelope (raises ``msgspec.DecodeError`` if malformed)."""
+    return _request_decoder.decode(frame)
+
+
+def decode_args(op: str, raw: msgspec.Raw) -> ArgsStruct:
+    """Decode the ``args`` of a known op (raises ``msgspec.DecodeError`` if invalid)."""
+    return _args_decoders[op].decode(raw)
+
+
+def decode_stored(value: bytes | memoryview) -> StoredWorkspace:
+    """Decode a value of the LMDB ``workspaces`` database."""
+    return _stored_decoder.decode(value)
+
+
+def decode_event(value: bytes | memoryview) -> AnyEvent:
+    """Decode an event from the LMDB ``events`` database or the PUB stream."""
+    return _event_decoder.decode(value)

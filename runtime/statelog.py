@@ -1,0 +1,202 @@
+"""The LMDB state log: what the runtime promised, durable before it is acknowledged.
+
+One LMDB environment with three databases:
+
+- ``events``: append-only, key = big-endian u64 ``seq``, value = the encoded event.
+- ``workspaces``: the current ``StoredWorkspace`` per workspace id.
+- ``meta``: ``last_seq`` and the runtime's ``instance`` id.
+
+LMDB allows one writer per environment, so one thread owns all writes: callers
+``submit`` changes and get a future; the writer drains whatever is queued into a single
+transaction (group commit), commits with ``sync=True`` and resolves the futures. Each
+change (record + its event) is atomic; ``seq`` is assigned inside the transaction, so it
+is gap-free and strictly increasing across restarts. Reads use their own read
+transactions from any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import secrets
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lmdb
+import msgspec
+
+from runtime.errors import InternalError
+from runtime.messages import (
+    AnyEvent,
+    Event,
+    StoredWorkspace,
+    WorkspaceStateChanged,
+    decode_event,
+    decode_stored,
+    encode,
+)
+
+__all__ = ["Change", "StateLog"]
+
+log = logging.getLogger(__name__)
+
+_SEQ = struct.Struct(">Q")
+_MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as data is written.
+
+
+@dataclass
+class Change:
+    """One atomic change: an optional new workspace entry and the event announcing it."""
+
+    event: Event
+    entry: StoredWorkspace | None = None
+    future: Future[Event] = field(default_factory=Future)
+
+
+_STOP = object()
+
+
+class StateLog:
+    """Owner of the LMDB environment; see the module docstring.
+
+    Args:
+        path: Directory of the LMDB environment (created if missing).
+        on_commit: Called in the writer thread with each committed event, in ``seq``
+            order (the runtime publishes them). Exceptions it raises are logged.
+    """
+
+    def __init__(self, path: Path, on_commit: Callable[[Event], None] | None = None) -> None:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self._env = lmdb.open(str(path), map_size=_MAP_SIZE, max_dbs=4, sync=True, metasync=True)
+        except lmdb.Error as exc:
+            raise InternalError(f"cannot open the state log at {path}: {exc}") from exc
+        self._events = self._env.open_db(b"events")
+        self._workspaces = self._env.open_db(b"workspaces")
+        self._meta = self._env.open_db(b"meta")
+        with self._env.begin(write=True) as txn:
+            raw = txn.get(b"last_seq", db=self._meta)
+            self._last_seq = _SEQ.unpack(raw)[0] if raw else 0
+            instance = txn.get(b"instance", db=self._meta)
+            if instance is None:
+                instance = secrets.token_hex(6).encode()
+                txn.put(b"instance", instance, db=self._meta)
+        self.instance_id: str = instance.decode()
+        self._on_commit = on_commit
+        self._queue: queue.SimpleQueue[Change | object] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="statelog-writer", daemon=True)
+        self._closed = False
+        self._writer.start()
+
+    # ------------------------------------------------------------------ writes
+
+    def submit(self, event: Event, entry: StoredWorkspace | None = None) -> Future[Event]:
+        """Queue one change; the future resolves to the event with ``seq`` and ``ts`` set.
+
+        Raises:
+            InternalError: The log is closed.
+        """
+        if self._closed:
+            raise InternalError("the state log is closed")
+        change = Change(event, entry)
+        self._queue.put(change)
+        return change.future
+
+    def put_workspace(self, entry: StoredWorkspace, reason: str | None = None, timeout: float = 30.0) -> Event:
+        """Persist a workspace entry with its state-change event and wait until durable."""
+        record = entry.record
+        event = WorkspaceStateChanged(workspace_id=record.id, state=record.state, record=record, reason=reason)
+        return self.submit(event, entry).result(timeout)
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            batch: list[Change] = []
+            stop = item is _STOP
+            if not stop:
+                batch.append(item)  # type: ignore[arg-type]
+            while not stop:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                else:
+                    batch.append(item)  # type: ignore[arg-type]
+            if batch:
+                self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[Change]) -> None:
+        seq = self._last_seq
+        committed: list[Event] = []
+        try:
+            with self._env.begin(write=True) as txn:
+                now = time.time()
+                for change in batch:
+                    seq += 1
+                    event = msgspec.structs.replace(change.event, seq=seq, ts=now)
+                    txn.put(_SEQ.pack(seq), encode(event), db=self._events, append=True)
+                    if change.entry is not None:
+                        txn.put(change.entry.record.id.encode(), encode(change.entry), db=self._workspaces)
+                    committed.append(event)
+                txn.put(b"last_seq", _SEQ.pack(seq), db=self._meta)
+        except lmdb.Error as exc:
+            log.error("state log commit of %d change(s) failed: %s", len(batch), exc)
+            error = InternalError(f"state log write failed: {exc}")
+            for change in batch:
+                change.future.set_exception(error)
+            return
+        self._last_seq = seq
+        for change, event in zip(batch, committed, strict=True):
+            change.future.set_result(event)
+            if self._on_commit is not None:
+                try:
+                    self._on_commit(event)
+                except Exception:
+                    log.exception("publishing event seq=%d failed", event.seq)
+
+    # ------------------------------------------------------------------ reads
+
+    @property
+    def last_seq(self) -> int:
+        """The ``seq`` of the newest committed event (0 for an empty log)."""
+        return self._last_seq
+
+    def get(self, workspace_id: str) -> StoredWorkspace | None:
+        """The current entry of a workspace, or ``None`` if the log never saw it."""
+        with self._env.begin(db=self._workspaces, buffers=True) as txn:
+            raw = txn.get(workspace_id.encode())
+            return None if raw is None else decode_stored(raw)
+
+    def workspaces(self) -> list[StoredWorkspace]:
+        """Every workspace entry, in id order."""
+        with self._env.begin(db=self._workspaces, buffers=True) as txn:
+            return [decode_stored(value) for value in txn.cursor().iternext(keys=False, values=True)]
+
+    def events(self, after: int = 0) -> Iterator[AnyEvent]:
+        """Committed events with ``seq > after``, oldest first."""
+        with self._env.begin(db=self._events, buffers=True) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_range(_SEQ.pack(after + 1)):
+                return
+            for value in cursor.iternext(keys=False, values=True):
+                yield decode_event(value)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Finish queued writes, stop the writer and close the environment."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._writer.join()
+        self._env.close()
