@@ -1,0 +1,274 @@
+"""A small Python client for wire protocol v1, and a subscriber for the event stream.
+
+``Client`` is a DEALER socket with one method per op; results come back as the typed
+structs of ``runtime.messages`` and failures as ``WorkspaceError`` families. A client is
+not thread-safe: use one per thread. Replies to requests that already timed out are
+recognised by their id and dropped.
+"""
+
+from __future__ import annotations
+
+import builtins
+import itertools
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import msgspec
+import zmq
+
+from runtime.errors import Timeout, error_for_code
+from runtime.messages import ErrorBody, ExecResult, Request, WorkspaceRecord, encode
+from runtime.providers.base import ProviderStatus
+
+__all__ = ["Client", "Subscriber"]
+
+T = TypeVar("T")
+
+_EXEC_WAIT_WITHOUT_TIMEOUT_S = 600.0
+_EXEC_WAIT_MARGIN_S = 30.0
+
+
+class _Reply(msgspec.Struct, frozen=True):
+    id: str
+    ok: bool
+    result: msgspec.Raw = msgspec.Raw(b"\xc0")
+    error: ErrorBody | None = None
+
+
+_reply_decoder = msgspec.msgpack.Decoder(_Reply)
+_decoders: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
+
+
+def _decode(raw: msgspec.Raw, kind: type[T] | Any) -> T:
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.msgpack.Decoder(kind)
+    return decoder.decode(raw)  # type: ignore[no-any-return]
+
+
+def _args(**values: Any) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+class Client:
+    """A connection to a runtime.
+
+    Args:
+        endpoint: The runtime's request endpoint (``tcp://``, ``ipc://`` or ``inproc://``).
+        token: The shared secret (``WORKSPACE_AUTH_TOKEN`` or ``STATE_DIR/token``).
+        context: The ZeroMQ context; required for ``inproc://`` (the runtime's own).
+        timeout_s: How long to wait for a reply by default.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        token: str,
+        *,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        self._token = token
+        self._socket = (context or zmq.Context.instance()).socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.connect(endpoint)
+        self._ids = (f"{secrets.token_hex(4)}-{n}" for n in itertools.count(1))
+        self._rcvtimeo = -1
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._socket.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ transport
+
+    def request(
+        self,
+        op: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        timeout_s: float | None = None,
+        request_id: str | None = None,
+    ) -> msgspec.Raw:
+        """Send one request and wait for its reply; return the raw ``result``.
+
+        Args:
+            op: The op name.
+            args: The op's arguments.
+            timeout_s: How long to wait (default: the client's ``timeout_s``).
+            request_id: Reuse an id to retry a request without running it twice.
+
+        Raises:
+            WorkspaceError: The family of the server's error code, or ``Timeout``.
+        """
+        request_id = request_id or next(self._ids)
+        wait_s = self.timeout_s if timeout_s is None else timeout_s
+        payload = encode(Request(request_id, op, self._token, msgspec.Raw(encode(args or {}))))
+        self._socket.send(payload)
+        deadline = time.monotonic() + wait_s
+        wait_ms = max(1, int(wait_s * 1000))
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Timeout(f"no reply to {op} from {self.endpoint} within {wait_s:g} s")
+            timeout_ms = max(1, min(wait_ms, int(remaining * 1000) + 1))
+            if timeout_ms != self._rcvtimeo:
+                # A blocking recv with a timeout costs one wakeup; poll-then-recv costs two.
+                self._socket.setsockopt(zmq.RCVTIMEO, timeout_ms)
+                self._rcvtimeo = timeout_ms
+            try:
+                frame = self._socket.recv()
+            except zmq.Again:
+                continue
+            reply = _reply_decoder.decode(frame)
+            if reply.id != request_id:
+                continue  # the late reply to a request that timed out earlier
+            if reply.ok:
+                return reply.result
+            error = reply.error or ErrorBody("internal", "malformed error reply", False)
+            raise error_for_code(error.code, error.message, error.retryable)
+
+    def call(self, op: str, args: Mapping[str, Any] | None = None, *, timeout_s: float | None = None) -> Any:
+        """Like ``request`` but return the result as plain data."""
+        return msgspec.msgpack.decode(self.request(op, args, timeout_s=timeout_s))
+
+    # ------------------------------------------------------------------ ops
+
+    def ping(self) -> dict[str, str]:
+        """Check the runtime answers; returns ``{"version": ...}``."""
+        return _decode(self.request("ping"), dict[str, str])
+
+    def providers(self) -> list[ProviderStatus]:
+        """Every provider's health, runtime and workspace count."""
+        return _decode(self.request("providers"), list[ProviderStatus])
+
+    def create(
+        self,
+        *,
+        provider: str | None = None,
+        image: str | None = None,
+        cpu: float | None = None,
+        memory: int | str | None = None,
+        disk: int | str | None = None,
+        env: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        ttl_seconds: float | None = None,
+        persistent: bool | None = None,
+        timeout_s: float | None = None,
+    ) -> WorkspaceRecord:
+        """Create a workspace and wait until it is ready."""
+        args = _args(
+            provider=provider,
+            image=image,
+            cpu=cpu,
+            memory=memory,
+            disk=disk,
+            env=dict(env) if env else None,
+            labels=dict(labels) if labels else None,
+            ttl_seconds=ttl_seconds,
+            persistent=persistent,
+        )
+        return _decode(self.request("create", args, timeout_s=timeout_s), WorkspaceRecord)
+
+    def get(self, workspace_id: str) -> WorkspaceRecord:
+        """One workspace's record."""
+        return _decode(self.request("get", {"workspace_id": workspace_id}), WorkspaceRecord)
+
+    def list(
+        self, *, labels: Mapping[str, str] | None = None, state: str | None = None
+    ) -> builtins.list[WorkspaceRecord]:
+        """Workspaces matching every label in ``labels`` (and ``state``, if given)."""
+        args = _args(labels=dict(labels) if labels else None, state=state)
+        return _decode(self.request("list", args), builtins.list[WorkspaceRecord])
+
+    def exec(
+        self,
+        workspace_id: str,
+        cmd: builtins.list[str] | str,
+        *,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: bytes | None = None,
+        timeout_s: float | None = None,
+        wait_s: float | None = None,
+    ) -> ExecResult:
+        """Run a command and wait for it.
+
+        Args:
+            workspace_id: The workspace.
+            cmd: argv, or a string run by ``sh -c``.
+            cwd: Working directory (default ``/workspace``).
+            env: Extra environment variables.
+            stdin: Bytes fed to the command's standard input.
+            timeout_s: Kill the command's process group after this long.
+            wait_s: How long this client waits for the reply (default: ``timeout_s`` plus
+                30 s, or 600 s without a timeout).
+        """
+        args = _args(
+            workspace_id=workspace_id,
+            cmd=cmd,
+            cwd=cwd,
+            env=dict(env) if env else None,
+            stdin=stdin,
+            timeout_s=timeout_s,
+        )
+        if wait_s is None:
+            wait_s = _EXEC_WAIT_WITHOUT_TIMEOUT_S if timeout_s is None else timeout_s + _EXEC_WAIT_MARGIN_S
+        return _decode(self.request("exec", args, timeout_s=wait_s), ExecResult)
+
+    def destroy(self, workspace_id: str) -> None:
+        """Destroy a workspace (destroying a destroyed workspace succeeds)."""
+        self.request("destroy", {"workspace_id": workspace_id})
+
+
+class Subscriber:
+    """A SUB socket on the runtime's event stream.
+
+    Args:
+        endpoint: The runtime's event endpoint.
+        topics: Topic prefixes to receive (all by default).
+        context: The ZeroMQ context; required for ``inproc://``.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        topics: tuple[str, ...] = ("",),
+        *,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+    ) -> None:
+        self._socket = (context or zmq.Context.instance()).socket(zmq.SUB)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        for topic in topics:
+            self._socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        self._socket.connect(endpoint)
+
+    def recv(self, timeout_s: float = 10.0) -> tuple[str, dict[str, Any]]:
+        """The next event as ``(topic, event)``.
+
+        Raises:
+            Timeout: Nothing arrived within ``timeout_s``.
+        """
+        if not self._socket.poll(max(1, int(timeout_s * 1000))):
+            raise Timeout(f"no event within {timeout_s:g} s")
+        topic, payload = self._socket.recv_multipart()
+        return topic.decode(), msgspec.msgpack.decode(payload)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._socket.close()
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
