@@ -1,0 +1,96 @@
+"""What every actor of one runtime shares, handed to each at construction."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+import zmq
+
+from actors.supervision import Registry
+from runtime.admission import Admission
+from runtime.config import Settings
+from runtime.errors import InternalError, WorkspaceError
+from runtime.messages import Completed, ReplyTo
+from runtime.outbox import Outbox
+from runtime.providers.base import Provider, ProviderBoard
+from runtime.statelog import StateLog
+
+__all__ = ["ActorContext"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ActorContext:
+    """The runtime's shared machinery.
+
+    Attributes:
+        settings: The effective configuration.
+        statelog: The LMDB state log (its writer thread owns all writes).
+        zmq_context: The ZeroMQ context inproc outboxes must share with the Gateway.
+        outbox_endpoint: The Gateway's inproc PULL endpoint.
+        registry: The Supervisor's name table.
+        admission: The ``WORKSPACE_MAX_CONCURRENT`` slots.
+        board: The latest provider health.
+        providers: The provider adapters by name.
+    """
+
+    settings: Settings
+    statelog: StateLog
+    zmq_context: zmq.Context[zmq.Socket[bytes]]
+    outbox_endpoint: str
+    registry: Registry
+    admission: Admission
+    board: ProviderBoard
+    providers: Mapping[str, Provider]
+
+    def outbox(self) -> Outbox:
+        """A new outbox for the calling thread."""
+        return Outbox(self.zmq_context, self.outbox_endpoint)
+
+    def run_blocking(
+        self,
+        actor: pykka.ActorRef[Any],
+        kind: str,
+        reply_to: ReplyTo | None,
+        call: Callable[[], object],
+    ) -> None:
+        """Run a blocking ``call`` on its own thread and tell ``actor`` how it ended.
+
+        The actor's mailbox stays free meanwhile. If the actor is gone when the call
+        ends, the waiting client still gets an answer through a one-off outbox.
+        """
+
+        def work() -> None:
+            value: object = None
+            error: BaseException | None = None
+            try:
+                value = call()
+            except WorkspaceError as exc:
+                error = exc
+            except Exception as exc:
+                log.exception("%s call failed unexpectedly", kind)
+                error = InternalError(f"{kind} failed: {exc!r}")
+            try:
+                actor.tell(Completed(kind, reply_to, value, error))
+            except pykka.ActorDeadError:
+                self._answer_orphan(kind, reply_to)
+
+        threading.Thread(target=work, name=f"blocking-{kind}", daemon=True).start()
+
+    def _answer_orphan(self, kind: str, reply_to: ReplyTo | None) -> None:
+        if reply_to is None:
+            return
+        try:
+            outbox = self.outbox()
+        except zmq.ZMQError:
+            return  # the runtime has shut down; the client will time out
+        try:
+            outbox.fail(reply_to, InternalError(f"the workspace actor stopped before its {kind} finished; retry"))
+        finally:
+            outbox.close()

@@ -1,0 +1,248 @@
+"""WorkspaceActor: one per workspace, owning its lifecycle from creating to destroyed.
+
+Every state change is persisted (and published) before it is acknowledged. Slow calls
+(create, exec, destroy) run on their own threads and come back as ``Completed``
+messages, so ``destroy`` is handled while an exec runs. The actor stops once the
+workspace is destroyed (or failed to create) and no call is in flight; a crashed actor
+is restarted and rebuilds itself from the state log.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+import pykka
+
+from actors.context import ActorContext
+from actors.supervision import ChildActor, ChildSpec
+from runtime.errors import BadRequest, Conflict, InternalError, WorkspaceError
+from runtime.messages import (
+    BootWorkspace,
+    Completed,
+    DestroyWorkspace,
+    ExecArgs,
+    ReplyTo,
+    RunExec,
+    State,
+    StoredWorkspace,
+)
+from runtime.outbox import Outbox
+from runtime.resources import check_env
+
+__all__ = ["WorkspaceActor", "workspace_child", "workspace_name"]
+
+log = logging.getLogger(__name__)
+
+
+def workspace_name(workspace_id: str) -> str:
+    """The registry name of a workspace's actor."""
+    return f"workspace:{workspace_id}"
+
+
+def workspace_child(ctx: ActorContext, workspace_id: str) -> ChildSpec:
+    """The child spec of a workspace's actor (transient: restarted only after a crash)."""
+
+    def start(supervisor: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
+        return WorkspaceActor.start(supervisor, ctx, workspace_id)
+
+    return ChildSpec(workspace_name(workspace_id), start, "transient")
+
+
+def exec_argv(args: ExecArgs) -> list[str]:
+    """The argv of an exec request: the list as given, or a string run by ``sh -c``."""
+    if args.timeout_s is not None and not args.timeout_s > 0:
+        raise BadRequest(f"timeout_s={args.timeout_s!r} must be > 0")
+    if isinstance(args.cmd, str):
+        if not args.cmd.strip():
+            raise BadRequest("cmd is empty")
+        return ["sh", "-c", args.cmd]
+    if not args.cmd or not args.cmd[0]:
+        raise BadRequest("cmd is empty")
+    return list(args.cmd)
+
+
+class WorkspaceActor(ChildActor):
+    """The lifecycle of one workspace.
+
+    Args:
+        supervisor: The Supervisor.
+        ctx: The runtime's shared machinery.
+        workspace_id: The workspace this actor owns.
+    """
+
+    def __init__(self, supervisor: pykka.ActorRef[Any], ctx: ActorContext, workspace_id: str) -> None:
+        super().__init__(supervisor, workspace_name(workspace_id))
+        self._ctx = ctx
+        self._id = workspace_id
+        self._entry: StoredWorkspace | None = None
+        self._outbox: Outbox | None = None
+        self._inflight = 0
+        self._destroy_waiters: list[ReplyTo | None] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def started(self) -> None:
+        self._outbox = self._ctx.outbox()
+        self._entry = self._ctx.statelog.get(self._id)
+
+    def stopped(self) -> None:
+        # Anything still queued reached us after we decided to stop: answer it.
+        while self._outbox is not None and not self.actor_inbox.empty():
+            message = self.actor_inbox.get().message
+            reply_to = getattr(message, "reply_to", None)
+            if isinstance(reply_to, ReplyTo):
+                self._outbox.fail(reply_to, Conflict(f"workspace {self._id} is {self._state()}", retryable=True))
+        if self._outbox is not None:
+            self._outbox.close()
+            self._outbox = None
+
+    def handle(self, message: Any) -> Any:
+        if isinstance(message, RunExec):
+            self._exec(message)
+        elif isinstance(message, Completed):
+            self._inflight -= 1
+            self._completed(message)
+        elif isinstance(message, DestroyWorkspace):
+            self._destroy(message.reply_to)
+        elif isinstance(message, BootWorkspace):
+            self._boot(message)
+        else:
+            super().handle(message)
+        if self._state() in ("destroyed", "failed") and self._inflight == 0 and not self._destroy_waiters:
+            self.stop()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _state(self) -> State | str:
+        return self._entry.record.state if self._entry is not None else "unknown"
+
+    def _persist(
+        self, state: State, *, error: str | None = None, handle: str | None = None, reason: str | None = None
+    ) -> None:
+        assert self._entry is not None
+        record = msgspec.structs.replace(self._entry.record, state=state, error=error)
+        entry = msgspec.structs.replace(
+            self._entry, record=record, handle=self._entry.handle if handle is None else handle
+        )
+        self._ctx.statelog.put_workspace(entry, reason=reason)
+        self._entry = entry
+        log.info("workspace %s is %s%s", self._id, state, f": {error}" if error else "")
+
+    def _reply(self, reply_to: ReplyTo | None, result: Any = None, error: WorkspaceError | None = None) -> None:
+        if reply_to is None or self._outbox is None:
+            return
+        if error is not None:
+            self._outbox.fail(reply_to, error)
+        else:
+            self._outbox.reply(reply_to, result)
+
+    def _run(self, kind: str, reply_to: ReplyTo | None, call: Any) -> None:
+        self._inflight += 1
+        self._ctx.run_blocking(self.actor_ref, kind, reply_to, call)
+
+    def _provider(self) -> Any:
+        assert self._entry is not None
+        return self._ctx.providers[self._entry.record.provider]
+
+    # ------------------------------------------------------------------ create
+
+    def _boot(self, message: BootWorkspace) -> None:
+        self._entry = message.entry
+        try:
+            self._persist("creating")
+        except Exception as exc:
+            self._ctx.admission.release(self._id)
+            self._entry = msgspec.structs.replace(
+                self._entry, record=msgspec.structs.replace(self._entry.record, state="failed")
+            )
+            self._reply(message.reply_to, error=InternalError(f"could not record the workspace: {exc}"))
+            return
+        provider, spec = self._provider(), message.entry.spec
+        self._run("boot", message.reply_to, lambda: provider.create(spec))
+
+    def _booted(self, done: Completed) -> None:
+        if isinstance(done.error, WorkspaceError):
+            self._persist("failed", error=done.error.message, reason="create failed")
+            self._ctx.admission.release(self._id)
+            self._reply(done.reply_to, error=done.error)
+            if self._destroy_waiters:
+                self._begin_destroy()
+            return
+        self._persist("ready", handle=str(done.value))
+        assert self._entry is not None
+        self._reply(done.reply_to, self._entry.record)
+        if self._destroy_waiters:
+            self._begin_destroy()
+
+    # ------------------------------------------------------------------ exec
+
+    def _exec(self, message: RunExec) -> None:
+        state = self._state()
+        if state != "ready":
+            self._reply(message.reply_to, error=Conflict(f"workspace {self._id} is {state}, not ready"))
+            return
+        try:
+            argv = exec_argv(message.args)
+            check_env(message.args.env)
+        except WorkspaceError as exc:
+            self._reply(message.reply_to, error=exc)
+            return
+        assert self._entry is not None
+        provider, handle, args = self._provider(), self._entry.handle, message.args
+        self._run(
+            "exec",
+            message.reply_to,
+            lambda: provider.exec(handle, argv, cwd=args.cwd, env=args.env, stdin=args.stdin, timeout_s=args.timeout_s),
+        )
+
+    def _exec_done(self, done: Completed) -> None:
+        if done.error is None:
+            self._reply(done.reply_to, done.value)
+        elif self._state() in ("stopping", "destroyed"):
+            self._reply(done.reply_to, error=Conflict(f"workspace {self._id} was destroyed while the command ran"))
+        else:
+            self._reply(done.reply_to, error=done.error)
+
+    # ------------------------------------------------------------------ destroy
+
+    def _destroy(self, reply_to: ReplyTo | None) -> None:
+        state = self._state()
+        if state == "destroyed":
+            self._reply(reply_to, {})
+            return
+        self._destroy_waiters.append(reply_to)
+        if state in ("ready", "failed", "unknown") or (state == "creating" and self._inflight == 0):
+            self._begin_destroy()
+        # creating with a boot in flight, or already stopping: answered when that ends
+
+    def _begin_destroy(self) -> None:
+        if self._entry is None:
+            self._destroy_waiters_done()
+            return
+        self._persist("stopping", error=self._entry.record.error)
+        provider, handle = self._provider(), self._entry.handle
+        self._run("destroy", None, lambda: provider.destroy(handle) if handle else None)
+
+    def _destroyed(self, done: Completed) -> None:
+        if isinstance(done.error, WorkspaceError):
+            self._persist("failed", error=f"destroy failed: {done.error.message}", reason="destroy failed")
+            self._destroy_waiters_done(done.error)
+            return
+        self._persist("destroyed")
+        self._ctx.admission.release(self._id)
+        self._destroy_waiters_done()
+
+    def _destroy_waiters_done(self, error: WorkspaceError | None = None) -> None:
+        waiters, self._destroy_waiters = self._destroy_waiters, []
+        for reply_to in waiters:
+            self._reply(reply_to, {}, error)
+
+    def _completed(self, done: Completed) -> None:
+        if done.kind == "boot":
+            self._booted(done)
+        elif done.kind == "exec":
+            self._exec_done(done)
+        elif done.kind == "destroy":
+            self._destroyed(done)
