@@ -1,0 +1,321 @@
+"""The runtime as one object: ``Runtime(settings).start()`` ... ``.stop()``.
+
+Used by ``workspaces serve`` and embedded in host processes alike. Start order: state
+log, Gateway sockets (fail fast if an endpoint is taken), then the Supervisor with one
+ProviderActor per provider; requests are served once every provider was checked. Stop
+runs in reverse: refuse new requests, stop the actors, flush the log, close the sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import pykka
+import zmq
+
+from actors.context import ActorContext
+from actors.provider import provider_child, provider_name
+from actors.supervision import Registry, StartChild, Sync
+from actors.supervisor import Supervisor
+from actors.workspace import workspace_child, workspace_name
+from runtime.admission import Admission
+from runtime.auth import load_or_create_token
+from runtime.client import Client, Subscriber
+from runtime.config import PROVIDERS, Settings
+from runtime.errors import BadRequest, Conflict, Disabled, NotFound, ProviderUnavailable
+from runtime.gateway import DEFERRED, Gateway
+from runtime.messages import (
+    ACTIVE_STATES,
+    ArgsStruct,
+    CreateArgs,
+    CreateWorkspace,
+    DestroyWorkspace,
+    ExecArgs,
+    ListArgs,
+    ReplyTo,
+    Request,
+    RunExec,
+    WorkspaceArgs,
+    WorkspaceRecord,
+)
+from runtime.outbox import Outbox
+from runtime.providers.base import Provider, ProviderBoard, ProviderStatus
+from runtime.providers.docker import DockerProvider
+from runtime.statelog import StateLog
+from runtime.version import __version__
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger(__name__)
+
+_START_TIMEOUT_S = 60.0
+_STOP_TIMEOUT_S = 60.0
+
+
+class Runtime:
+    """One agent-workspace runtime.
+
+    Args:
+        settings: The configuration (see ``runtime.config.load_settings``).
+        providers: Provider adapters by name; by default the Docker (gvisor) provider.
+    """
+
+    def __init__(self, settings: Settings, *, providers: Mapping[str, Provider] | None = None) -> None:
+        self.settings = settings
+        self._providers_override = providers
+        self._zmq = zmq.Context()
+        suffix = secrets.token_hex(6)
+        self.inproc_endpoint = f"inproc://workspaces-{suffix}"
+        self.inproc_events_endpoint = f"inproc://workspaces-events-{suffix}"
+        self._outbox_endpoint = f"inproc://workspaces-outbox-{suffix}"
+        self._statelog: StateLog | None = None
+        self._gateway: Gateway | None = None
+        self._supervisor: pykka.ActorRef[Any] | None = None
+        self._ctx: ActorContext | None = None
+        self._failure: str | None = None
+        self._failed = threading.Event()
+        self.token = ""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> Runtime:
+        """Start serving; raise ``WorkspaceError`` (e.g. ``ConfigError``) if it cannot."""
+        began = time.monotonic()
+        settings = self.settings
+        settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.token = load_or_create_token(settings)
+        publisher: dict[str, Outbox] = {}
+
+        def publish(event: Any) -> None:  # runs in the state log's writer thread only
+            if "outbox" not in publisher:
+                publisher["outbox"] = Outbox(self._zmq, self._outbox_endpoint)
+            publisher["outbox"].publish(event)
+
+        self._statelog = StateLog(settings.state_dir / "state", on_commit=publish)
+        self._gateway = Gateway(
+            self._zmq,
+            token=self.token,
+            request_endpoints=[settings.zmq_endpoint, self.inproc_endpoint],
+            event_endpoints=[settings.zmq_events_endpoint, self.inproc_events_endpoint],
+            outbox_endpoint=self._outbox_endpoint,
+            dispatch=self._dispatch,
+        )
+        try:
+            self._gateway.start()
+            if settings.enabled:
+                self._start_actors(self._statelog)
+        except BaseException:
+            self._teardown()
+            raise
+        log.info(
+            "runtime %s (instance %s) ready in %.0f ms: requests on %s, events on %s%s",
+            __version__,
+            self._statelog.instance_id,
+            (time.monotonic() - began) * 1000,
+            self.endpoint,
+            self.events_endpoint,
+            "" if settings.enabled else " (ENABLE_AGENT_WORKSPACES is false: only ping is served)",
+        )
+        return self
+
+    def _start_actors(self, statelog: StateLog) -> None:
+        settings = self.settings
+        providers = self._providers_override
+        if providers is None:
+            providers = {
+                "gvisor": DockerProvider(
+                    instance_id=statelog.instance_id,
+                    default_image=settings.default_image,
+                    network_name=settings.network_name,
+                )
+            }
+        active = [entry.record.id for entry in statelog.workspaces() if entry.record.state in ACTIVE_STATES]
+        registry = Registry()
+        self._ctx = ActorContext(
+            settings=settings,
+            statelog=statelog,
+            zmq_context=self._zmq,
+            outbox_endpoint=self._outbox_endpoint,
+            registry=registry,
+            admission=Admission(settings.max_concurrent, active),
+            board=ProviderBoard(),
+            providers=providers,
+        )
+        children = [provider_child(self._ctx, name) for name in providers]
+        self._supervisor = Supervisor.start(registry, children, on_escalate=self._escalated)
+        # Serve only once every provider has been checked: Sync is handled after on_start.
+        self._supervisor.ask(Sync(), timeout=_START_TIMEOUT_S)
+        for name in providers:
+            ref = registry.get(provider_name(name))
+            if ref is not None:
+                ref.ask(Sync(), timeout=_START_TIMEOUT_S)
+
+    def _escalated(self, reason: str) -> None:
+        self._failure = reason
+        self._failed.set()
+
+    def stop(self) -> None:
+        """Stop serving: refuse new requests, stop the actors, flush the log, close sockets."""
+        if self._gateway is not None:
+            self._gateway.drain()
+        self._teardown()
+        log.info("runtime stopped")
+
+    def _teardown(self) -> None:
+        if self._supervisor is not None:
+            try:
+                self._supervisor.stop(block=True, timeout=_STOP_TIMEOUT_S)
+            except pykka.Timeout:
+                log.error("actors did not stop within %.0f s", _STOP_TIMEOUT_S)
+            self._supervisor = None
+        if self._statelog is not None:
+            self._statelog.close()
+            self._statelog = None
+        if self._gateway is not None:
+            self._gateway.stop()
+            self._gateway = None
+        self._zmq.destroy(linger=0)
+
+    def __enter__(self) -> Runtime:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_failed(self, timeout: float | None = None) -> bool:
+        """Block until the Supervisor gave up (``True``) or ``timeout`` passed."""
+        return self._failed.wait(timeout)
+
+    @property
+    def failure(self) -> str | None:
+        """Why the Supervisor gave up, if it did."""
+        return self._failure
+
+    # ------------------------------------------------------------------ access
+
+    @property
+    def instance_id(self) -> str:
+        """This runtime's id (persisted in the state log), carried by its containers' labels."""
+        assert self._statelog is not None, "the runtime is not started"
+        return self._statelog.instance_id
+
+    @property
+    def endpoint(self) -> str:
+        """The configured request endpoint as bound (a ``*`` port resolved)."""
+        assert self._gateway is not None, "the runtime is not started"
+        return self._gateway.bound_endpoints[0]
+
+    @property
+    def events_endpoint(self) -> str:
+        """The configured event endpoint as bound."""
+        assert self._gateway is not None, "the runtime is not started"
+        return self._gateway.bound_event_endpoints[0]
+
+    def client(self, timeout_s: float = 30.0) -> Client:
+        """A client over ``inproc://`` for the host process (close it before ``stop``)."""
+        return Client(self.inproc_endpoint, self.token, context=self._zmq, timeout_s=timeout_s)
+
+    def subscribe(self, topics: tuple[str, ...] = ("",)) -> Subscriber:
+        """An event subscriber over ``inproc://`` (close it before ``stop``)."""
+        return Subscriber(self.inproc_events_endpoint, topics, context=self._zmq)
+
+    # ------------------------------------------------------------------ dispatch (gateway thread)
+
+    def _dispatch(self, identity: bytes, request: Request, args: ArgsStruct) -> Any:
+        if request.op == "ping":
+            return {"version": __version__}
+        if not self.settings.enabled:
+            raise Disabled("agent workspaces are disabled: set ENABLE_AGENT_WORKSPACES=true and restart")
+        ctx = self._ctx
+        assert ctx is not None and self._statelog is not None
+        reply_to = ReplyTo(identity, request.id)
+        if isinstance(args, CreateArgs):
+            return self._create(ctx, reply_to, args)
+        if isinstance(args, ExecArgs):
+            return self._route(ctx, args.workspace_id, RunExec(reply_to, args))
+        if isinstance(args, ListArgs):
+            return self._list(args)
+        if isinstance(args, WorkspaceArgs):
+            if request.op == "get":
+                return self._entry(args.workspace_id).record
+            if request.op == "destroy":
+                return self._route(ctx, args.workspace_id, DestroyWorkspace(reply_to))
+        if request.op == "providers":
+            return self._provider_statuses(ctx)
+        raise BadRequest(f"op {request.op!r} is not supported by this runtime version ({__version__})")
+
+    def _entry(self, workspace_id: str) -> Any:
+        assert self._statelog is not None
+        entry = self._statelog.get(workspace_id)
+        if entry is None:
+            raise NotFound(f"workspace {workspace_id} does not exist")
+        return entry
+
+    def _create(self, ctx: ActorContext, reply_to: ReplyTo, args: CreateArgs) -> Any:
+        name = (args.provider or self.settings.default_provider).lower()
+        if name not in PROVIDERS:
+            raise BadRequest(f"provider={name!r} is unknown: expected one of {', '.join(PROVIDERS)}")
+        ref = ctx.registry.get(provider_name(name))
+        if ref is None:
+            raise ProviderUnavailable(
+                f"provider {name} is not running in this runtime", retryable=name in ctx.providers
+            )
+        try:
+            ref.tell(CreateWorkspace(reply_to, args))
+        except pykka.ActorDeadError:
+            raise ProviderUnavailable(f"provider {name} is restarting") from None
+        return DEFERRED
+
+    def _route(self, ctx: ActorContext, workspace_id: str, message: RunExec | DestroyWorkspace) -> Any:
+        state = self._entry(workspace_id).record.state
+        if isinstance(message, DestroyWorkspace) and state == "destroyed":
+            return {}
+        if isinstance(message, RunExec) and state != "ready":
+            raise Conflict(f"workspace {workspace_id} is {state}, not ready")
+        ref = ctx.registry.get(workspace_name(workspace_id))
+        if ref is not None:
+            try:
+                ref.tell(message)
+                return DEFERRED
+            except pykka.ActorDeadError:
+                pass
+        assert self._supervisor is not None
+        self._supervisor.tell(StartChild(workspace_child(ctx, workspace_id), then=message))
+        return DEFERRED
+
+    def _list(self, args: ListArgs) -> list[WorkspaceRecord]:
+        assert self._statelog is not None
+        records = []
+        for entry in self._statelog.workspaces():
+            record = entry.record
+            if args.state is None and record.state == "destroyed":
+                continue
+            if args.state is not None and record.state != args.state:
+                continue
+            if any(record.labels.get(key) != value for key, value in args.labels.items()):
+                continue
+            records.append(record)
+        return records
+
+    def _provider_statuses(self, ctx: ActorContext) -> list[ProviderStatus]:
+        assert self._statelog is not None
+        counts: dict[str, int] = {}
+        for entry in self._statelog.workspaces():
+            if entry.record.state in ACTIVE_STATES:
+                counts[entry.record.provider] = counts.get(entry.record.provider, 0) + 1
+        return [
+            ProviderStatus(
+                name=status.name,
+                healthy=status.healthy,
+                checked_at=status.checked_at,
+                detail=status.detail,
+                runtime=status.runtime,
+                workspaces=counts.get(status.name, 0),
+            )
+            for status in ctx.board.all()
+        ]

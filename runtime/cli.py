@@ -1,0 +1,274 @@
+"""The ``workspaces`` command: ``serve`` the runtime, or drive one as a client.
+
+Client commands read the endpoint and token the same way the server does (environment,
+then ``WORKSPACE_CONFIG``, then defaults; the token from ``WORKSPACE_AUTH_TOKEN`` or
+``STATE_DIR/token``), print tables for humans and ``--json`` for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+import msgspec
+
+from runtime.app import Runtime
+from runtime.auth import read_token
+from runtime.client import Client
+from runtime.config import Settings, load_settings
+from runtime.errors import ConfigError, WorkspaceError
+from runtime.messages import WorkspaceRecord
+from runtime.version import __version__
+
+__all__ = ["main"]
+
+log = logging.getLogger("runtime.cli")
+
+
+def _pairs(values: Sequence[str] | None, what: str) -> dict[str, str]:
+    result = {}
+    for item in values or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--{what} {item!r}: expected KEY=VALUE")
+        result[key] = value
+    return result
+
+
+def _size(value: int) -> str:
+    for unit, scale in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if value >= scale:
+            return f"{value / scale:g}{unit}"
+    return str(value)
+
+
+def _age(timestamp: float | None, now: float) -> str:
+    if timestamp is None:
+        return "never"
+    seconds = timestamp - now
+    sign = "in " if seconds > 0 else ""
+    suffix = "" if seconds > 0 else " ago"
+    seconds = abs(seconds)
+    for unit, scale in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= scale:
+            return f"{sign}{seconds / scale:.0f}{unit}{suffix}"
+    return f"{sign}{seconds:.0f}s{suffix}"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+def _records_table(records: list[WorkspaceRecord]) -> str:
+    now = time.time()
+    rows = [["ID", "STATE", "PROVIDER", "RUNTIME", "CPU", "MEMORY", "CREATED", "EXPIRES", "LABELS"]]
+    for record in records:
+        labels = ",".join(f"{key}={value}" for key, value in sorted(record.labels.items()))
+        rows.append(
+            [
+                record.id,
+                record.state,
+                record.provider,
+                record.runtime,
+                f"{record.cpu:g}",
+                _size(record.memory_bytes),
+                _age(record.created_at, now),
+                _age(record.expires_at, now),
+                labels,
+            ]
+        )
+    return _table(rows)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(msgspec.to_builtins(value), indent=2, sort_keys=True))
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    runtime = Runtime(settings).start()
+    try:
+        while not stop.wait(0.2):
+            if runtime.wait_failed(0):
+                break
+    finally:
+        runtime.stop()
+    if runtime.failure:
+        log.critical("exiting after the supervisor gave up: %s", runtime.failure)
+        return 1
+    return 0
+
+
+def _client(settings: Settings, args: argparse.Namespace) -> Client:
+    return Client(args.endpoint or settings.zmq_endpoint, read_token(settings), timeout_s=args.timeout)
+
+
+def _create(client: Client, args: argparse.Namespace) -> int:
+    record = client.create(
+        provider=args.provider,
+        image=args.image,
+        cpu=args.cpu,
+        memory=args.memory,
+        disk=args.disk,
+        env=_pairs(args.env, "env"),
+        labels=_pairs(args.label, "label"),
+        ttl_seconds=args.ttl,
+        persistent=args.persistent or None,
+    )
+    if args.json:
+        _print_json(record)
+    else:
+        print(record.id)
+    return 0
+
+
+def _exec(client: Client, args: argparse.Namespace) -> int:
+    if args.shell is not None and args.cmd:
+        raise ConfigError("give either --shell STRING or a command after --, not both")
+    cmd: list[str] | str = args.shell if args.shell is not None else list(args.cmd)
+    if not cmd:
+        raise ConfigError("no command: use `workspaces exec ID -- COMMAND [ARGS...]` or --shell STRING")
+    stdin = sys.stdin.buffer.read() if args.stdin else None
+    result = client.exec(
+        args.workspace_id, cmd, cwd=args.cwd, env=_pairs(args.env, "env"), stdin=stdin, timeout_s=args.exec_timeout
+    )
+    if args.json:
+        _print_json(result)
+        return 0
+    sys.stdout.buffer.write(result.stdout)
+    sys.stdout.flush()
+    sys.stderr.buffer.write(result.stderr)
+    if result.timed_out:
+        sys.stderr.write(f"workspaces: command timed out after {args.exec_timeout:g} s\n")
+    return result.exit_code if 0 <= result.exit_code <= 255 else 1
+
+
+def _ls(client: Client, args: argparse.Namespace) -> int:
+    records = client.list(labels=_pairs(args.label, "label"), state=args.state)
+    if args.json:
+        _print_json(records)
+    else:
+        print(_records_table(records))
+    return 0
+
+
+def _get(client: Client, args: argparse.Namespace) -> int:
+    record = client.get(args.workspace_id)
+    if args.json:
+        _print_json(record)
+    else:
+        for key, value in msgspec.structs.asdict(record).items():
+            print(f"{key + ':':14} {value}")
+    return 0
+
+
+def _rm(client: Client, args: argparse.Namespace) -> int:
+    for workspace_id in args.workspace_ids:
+        client.destroy(workspace_id)
+        print(workspace_id)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workspaces", description="Isolated Linux workspaces for AI agents.")
+    parser.add_argument("--version", action="version", version=f"agent-workspaces {__version__}")
+    parser.add_argument("--endpoint", help="request endpoint (default: WORKSPACE_ZMQ_ENDPOINT)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a reply (default 120)")
+    parser.add_argument("--log-level", default="INFO", help="log level for serve (default INFO)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("serve", help="run the runtime in the foreground (Ctrl-C stops it)")
+
+    create = commands.add_parser("create", help="create a workspace and print its id")
+    create.add_argument("--provider", help="gvisor, firecracker or e2b (default: WORKSPACE_DEFAULT_PROVIDER)")
+    create.add_argument("--image")
+    create.add_argument("--cpu", type=float)
+    create.add_argument("--memory", help="e.g. 4G or 512M")
+    create.add_argument("--disk", help="e.g. 10G")
+    create.add_argument("--env", action="append", metavar="KEY=VALUE")
+    create.add_argument("--label", action="append", metavar="KEY=VALUE")
+    create.add_argument("--ttl", type=float, metavar="SECONDS", help="expire after this long (ephemeral only)")
+    create.add_argument("--persistent", action="store_true", help="never expire")
+    create.add_argument("--json", action="store_true", help="print the whole record as JSON")
+
+    run = commands.add_parser(
+        "exec",
+        help="run a command in a workspace; exits with its exit code",
+        usage="workspaces exec [options] WORKSPACE_ID -- COMMAND [ARGS...]",
+    )
+    run.add_argument("workspace_id")
+    run.add_argument("--shell", metavar="STRING", help="run STRING with sh -c instead")
+    run.add_argument("--cwd")
+    run.add_argument("--env", action="append", metavar="KEY=VALUE")
+    run.add_argument("--exec-timeout", type=float, metavar="SECONDS", help="kill the command after this long")
+    run.add_argument("--stdin", action="store_true", help="send this command's standard input")
+    run.add_argument("--json", action="store_true")
+
+    ls = commands.add_parser("ls", help="list workspaces (destroyed ones only with --state destroyed)")
+    ls.add_argument("--label", action="append", metavar="KEY=VALUE")
+    ls.add_argument("--state")
+    ls.add_argument("--json", action="store_true")
+
+    get = commands.add_parser("get", help="show one workspace")
+    get.add_argument("workspace_id")
+    get.add_argument("--json", action="store_true")
+
+    rm = commands.add_parser("rm", help="destroy workspaces")
+    rm.add_argument("workspace_ids", nargs="+", metavar="workspace_id")
+    return parser
+
+
+_COMMANDS = {"create": _create, "exec": _exec, "ls": _ls, "get": _get, "rm": _rm}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``workspaces`` command; return its exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first `--` is the command for `exec`, verbatim.
+    command: list[str] = []
+    if "--" in argv:
+        split = argv.index("--")
+        argv, command = argv[:split], argv[split + 1 :]
+    args = _parser().parse_args(argv)
+    args.cmd = command
+    logging.basicConfig(
+        level=args.log_level.upper() if args.command == "serve" else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = load_settings()
+        if args.command == "serve":
+            return _serve(settings, args)
+        with _client(settings, args) as client:
+            return _COMMANDS[args.command](client, args)
+    except ConfigError as exc:
+        print(f"workspaces: {exc.message}", file=sys.stderr)
+        return 2
+    except WorkspaceError as exc:
+        print(f"workspaces: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The README's steps, as a user runs them: `workspaces serve` in one process, the CLI in others."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, leftover_containers
+
+pytestmark = pytest.mark.docker
+
+WORKSPACES = [sys.executable, "-m", "runtime.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "ENABLE_AGENT_WORKSPACES": "true",
+        "WORKSPACE_STATE_DIR": str(tmp_path / "state"),
+        "WORKSPACE_ZMQ_ENDPOINT": f"tcp://127.0.0.1:{free_port()}",
+        "WORKSPACE_ZMQ_EVENTS_ENDPOINT": f"tcp://127.0.0.1:{free_port()}",
+        "WORKSPACE_DEFAULT_MEMORY": "256M",
+        "WORKSPACE_DEFAULT_CPU": "1",
+    }
+
+
+def cli(env: dict[str, str], *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [*WORKSPACES, *args], check=False, env=env, cwd=ROOT, input=stdin, capture_output=True, timeout=180
+    )
+
+
+class Server:
+    """`workspaces serve` in a subprocess; its log is collected by a reader thread."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [*WORKSPACES, "serve"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            self.lines.append(line)
+            if " ready in " in line:
+                self.ready.set()
+        self.ready.set()  # the process ended: stop waiting either way
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def instance(self) -> str:
+        match = re.search(r"\(instance ([0-9a-f]+)\)", self.log)
+        return match.group(1) if match else ""
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        code = self.process.wait(60)
+        self.reader.join(10)
+        return code
+
+
+@pytest.fixture
+def server(env: dict[str, str], docker_client: Any) -> Iterator[Server]:
+    served = Server(env)
+    try:
+        assert served.ready.wait(60) and served.process.poll() is None, served.log
+        yield served
+    finally:
+        served.stop()
+        leaked = leftover_containers(docker_client, served.instance())
+        for container in leaked:
+            container.remove(force=True, v=True)
+        assert not leaked, "the server left containers behind"
+
+
+def test_the_readme_walkthrough_create_exec_uname_rm(env: dict[str, str], server: Server) -> None:
+    created = cli(env, "create")
+    assert created.returncode == 0, created.stderr
+    workspace_id = created.stdout.decode().strip()
+    assert workspace_id.startswith("ws_")
+
+    uname = cli(env, "exec", workspace_id, "--", "uname", "-a")
+    assert uname.returncode == 0, uname.stderr
+    assert b" 4.4.0 " in uname.stdout  # gVisor's kernel, not the host's
+    assert os.uname().release.encode() not in uname.stdout
+
+    failing = cli(env, "exec", workspace_id, "--shell", "echo oops >&2; exit 7")
+    assert (failing.returncode, failing.stderr) == (7, b"oops\n")
+
+    piped = cli(env, "exec", workspace_id, "--stdin", "--", "wc", "-c", stdin=b"12345")
+    assert piped.stdout.strip() == b"5"
+
+    listed = cli(env, "ls")
+    assert workspace_id in listed.stdout.decode() and "ready" in listed.stdout.decode()
+    got = json.loads(cli(env, "get", workspace_id, "--json").stdout)
+    assert (got["id"], got["state"], got["runtime"]) == (workspace_id, "ready", "runsc")
+
+    removed = cli(env, "rm", workspace_id)
+    assert removed.returncode == 0, removed.stderr
+    assert json.loads(cli(env, "get", workspace_id, "--json").stdout)["state"] == "destroyed"
+
+    assert server.stop() == 0
+    assert "runtime stopped" in server.log
+
+
+def test_client_errors_are_one_line_with_the_code_and_exit_non_zero(env: dict[str, str], server: Server) -> None:
+    missing = cli(env, "exec", "ws_000000000000", "--", "true")
+    assert missing.returncode == 1
+    assert missing.stderr.decode().strip() == "workspaces: not_found: workspace ws_000000000000 does not exist"
+    bad = cli(env, "create", "--memory", "lots")
+    assert bad.returncode == 1
+    assert "bad_request: memory='lots' is not a size" in bad.stderr.decode()
+
+
+def test_a_bad_configuration_value_stops_serve_with_one_line(env: dict[str, str]) -> None:
+    result = cli({**env, "WORKSPACE_DEFAULT_MEMORY": "lots"}, "serve")
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == (
+        "workspaces: WORKSPACE_DEFAULT_MEMORY='lots' is not valid: "
+        "expected a size such as 4G, 512M or a number of bytes"
+    )
+
+
+def test_a_client_without_a_token_is_told_where_the_token_comes_from(env: dict[str, str], tmp_path: Path) -> None:
+    result = cli({**env, "WORKSPACE_STATE_DIR": str(tmp_path / "elsewhere")}, "ls")
+    assert result.returncode == 2
+    assert "no token: set WORKSPACE_AUTH_TOKEN or start the runtime once" in result.stderr.decode()
