@@ -1,0 +1,34 @@
+# The two commands a newcomer runs: `make run` and `make test`. Both set up first
+# (scripts/setup.sh: virtualenv, Docker + runsc when missing, the base image).
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup run test lint unit bench clean
+
+setup:
+	@scripts/setup.sh
+
+# The runtime in the foreground with the default provider; Ctrl-C stops it cleanly.
+# Workspaces are enabled here (the seed's quick start); export ENABLE_AGENT_WORKSPACES=false to turn them off.
+run: setup
+	ENABLE_AGENT_WORKSPACES=$${ENABLE_AGENT_WORKSPACES:-true} exec $(BIN)/workspaces serve
+
+# Lint, type-check, then the whole suite (unit and integration against real Docker).
+test: setup lint
+	$(BIN)/pytest
+
+lint:
+	$(BIN)/ruff check runtime actors tests bench scripts
+	$(BIN)/ruff format --check runtime actors tests bench scripts
+	$(BIN)/mypy
+
+# Fast tests only (no Docker).
+unit:
+	$(BIN)/pytest -m "not docker"
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,22 @@
+"""`python -m bench`: every benchmark in turn (see each module for its own options)."""
+
+from __future__ import annotations
+
+import sys
+
+from bench import ping
+
+BENCHMARKS = {"ping": ping.main}
+
+
+def main() -> None:
+    """Run the named benchmarks (all by default)."""
+    names = sys.argv[1:] or list(BENCHMARKS)
+    for name in names:
+        print(f"== {name}")
+        sys.argv = [f"bench.{name}"]
+        BENCHMARKS[name]()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Prepares this machine for agent workspaces; run by `make run` and `make test`.
+#
+# Idempotent and fast once done:
+#   1. a virtualenv (.venv) with the project and its dev tools, reinstalled when
+#      pyproject.toml changes;
+#   2. a Docker daemon that answers. When none answers and we are root on Debian:
+#      install docker.io, runsc and mmdebstrap from Debian's packages, register runsc in
+#      /etc/docker/daemon.json (with --network=host, see docs/gvisor.md), and start
+#      dockerd in the background, logging to $DOCKERD_LOG;
+#   3. the base workspace image (Debian bookworm from mmdebstrap + docker import).
+# A daemon that already runs is never reconfigured or restarted.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PY="$VENV/bin/python"
+BASE_IMAGE=${BASE_IMAGE:-agent-workspaces/base:bookworm}
+DOCKERD_LOG=${DOCKERD_LOG:-/var/log/agent-workspaces-dockerd.log}
+DAEMON_JSON=${DAEMON_JSON:-/etc/docker/daemon.json}
+PACKAGES_IMAGE="bash,coreutils,git,python3,curl,ca-certificates,procps"
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+is_root() { [ "$(id -u)" -eq 0 ]; }
+is_debian() { [ -r /etc/debian_version ] && command -v apt-get >/dev/null 2>&1; }
+
+# ---------------------------------------------------------------- 1. virtualenv
+setup_venv() {
+  command -v python3 >/dev/null || die "python3 is missing: install Python 3.11 or newer"
+  python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || die "Python 3.11 or newer is needed; python3 is $(python3 -V 2>&1)"
+  if [ ! -x "$PY" ]; then
+    say "creating the virtualenv $VENV"
+    python3 -m venv "$VENV" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
+  fi
+  local want have
+  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  have=$(cat "$VENV/.installed" 2>/dev/null || true)
+  if [ "$want" != "$have" ]; then
+    say "installing the project and its packages into $VENV"
+    # pip's notes about this machine's package mirrors are noise here; errors still show.
+    "$PY" -m pip install -q --upgrade pip 2> >(grep -v 'is ignored: it is neither' >&2) >/dev/null
+    "$PY" -m pip install -q -e '.[dev]' 2> >(grep -v 'is ignored: it is neither' >&2)
+    echo "$want" > "$VENV/.installed"
+  fi
+}
+
+docker_answers() { "$PY" scripts/dockerctl.py ping 2>/dev/null; }
+
+apt_install() {
+  say "installing from Debian's packages: $*"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends "$@" >/dev/null \
+    || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "$@" >/dev/null; } \
+    || die "apt-get install $* failed"
+}
+
+register_runsc() {
+  # Adds the runsc runtime to daemon.json unless it is registered already; keeps other keys.
+  mkdir -p "$(dirname "$DAEMON_JSON")"
+  "$PY" - "$DAEMON_JSON" <<'PY'
+import json, os, sys
+path = sys.argv[1]
+config = {}
+if os.path.exists(path) and os.path.getsize(path) > 0:
+    with open(path) as handle:
+        config = json.load(handle)
+runtimes = config.setdefault("runtimes", {})
+if "runsc" not in runtimes:
+    # runsc's own network stack refuses to start on this kind of kernel ("cannot run
+    # with network enabled in root network namespace"); --network=host runs it inside
+    # the container's network namespace instead (see docs/gvisor.md).
+    runtimes["runsc"] = {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=host"]}
+    with open(path + ".tmp", "w") as handle:
+        json.dump(config, handle, indent=2)
+        handle.write("\n")
+    os.replace(path + ".tmp", path)
+    print("registered runsc in " + path, file=sys.stderr)
+PY
+}
+
+start_dockerd() {
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    say "starting Docker with systemctl"
+    systemctl restart docker || die "systemctl restart docker failed: see journalctl -u docker"
+  else
+    say "starting dockerd in the background (log: $DOCKERD_LOG)"
+    mkdir -p "$(dirname "$DOCKERD_LOG")"
+    setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 < /dev/null &
+  fi
+  local i
+  for i in $(seq 1 120); do
+    docker_answers && return 0
+    sleep 0.5
+  done
+  tail -n 20 "$DOCKERD_LOG" >&2 2>/dev/null || true
+  die "dockerd did not answer within 60 s (log above: $DOCKERD_LOG)"
+}
+
+# ---------------------------------------------------------------- 2. Docker
+setup_docker() {
+  if docker_answers; then
+    if ! "$PY" scripts/dockerctl.py runtimes | grep -qw runsc; then
+      say "warning: the running Docker daemon has no runsc runtime, so workspaces run on runc."
+      say "         For gVisor: install runsc, register it in $DAEMON_JSON and restart Docker."
+    fi
+    return 0
+  fi
+  is_root || die "no Docker daemon answers (DOCKER_HOST=${DOCKER_HOST:-unix:///var/run/docker.sock}). Start Docker, or run this as root on Debian to have it installed."
+  is_debian || die "no Docker daemon answers and this is not Debian: install Docker Engine and gVisor's runsc yourself, then retry."
+  local missing=()
+  command -v dockerd >/dev/null || missing+=(docker.io)
+  command -v runsc >/dev/null || missing+=(runsc)
+  command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+  [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+  register_runsc
+  start_dockerd
+}
+
+# ---------------------------------------------------------------- 3. base image
+setup_image() {
+  "$PY" scripts/dockerctl.py has-image "$BASE_IMAGE" && return 0
+  if ! command -v mmdebstrap >/dev/null; then
+    { is_root && is_debian; } || die "the image $BASE_IMAGE is missing and mmdebstrap is not installed: install mmdebstrap (Debian) and retry"
+    apt_install mmdebstrap
+  fi
+  local work
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' RETURN
+  say "building $BASE_IMAGE with mmdebstrap (Debian bookworm; about a minute)"
+  mmdebstrap --quiet --variant=minbase --include="$PACKAGES_IMAGE" \
+    --customize-hook='mkdir -p "$1/workspace"' \
+    bookworm "$work/rootfs.tar" || die "mmdebstrap failed to build the root filesystem"
+  "$PY" scripts/dockerctl.py import "$work/rootfs.tar" "$BASE_IMAGE" \
+    'CMD ["sleep", "infinity"]' 'WORKDIR /workspace' 'LABEL agent-workspaces.image=base' \
+    || die "importing the root filesystem into Docker failed"
+  say "built $BASE_IMAGE"
+}
+
+setup_venv
+setup_docker
+setup_image
