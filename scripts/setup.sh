@@ -7,7 +7,9 @@
 #   2. a Docker daemon that answers. When none answers and we are root on Debian:
 #      install docker.io, runsc and mmdebstrap from Debian's packages, register runsc in
 #      /etc/docker/daemon.json (with --network=host, see docs/gvisor.md), and start
-#      dockerd in the background, logging to $DOCKERD_LOG;
+#      dockerd in the background, logging to $DOCKERD_LOG. runsc must be 20240729 or
+#      newer (older releases break `ls` and `stat` in workspaces); on bookworm it comes
+#      from Debian's bookworm-backports;
 #   3. the base workspace image (Debian bookworm from mmdebstrap + docker import).
 # A daemon that already runs is never reconfigured or restarted.
 set -euo pipefail
@@ -19,6 +21,7 @@ BASE_IMAGE=${BASE_IMAGE:-agent-workspaces/base:bookworm}
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/agent-workspaces-dockerd.log}
 DAEMON_JSON=${DAEMON_JSON:-/etc/docker/daemon.json}
 PACKAGES_IMAGE="bash,coreutils,git,python3,curl,ca-certificates,procps"
+RUNSC_MIN=20240729
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -55,6 +58,47 @@ apt_install() {
   apt-get install -y -q --no-install-recommends "$@" >/dev/null \
     || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "$@" >/dev/null; } \
     || die "apt-get install $* failed"
+}
+
+runsc_version() {
+  # "runsc version 0.0~20240729.0" -> 20240729 (empty when runsc is missing)
+  runsc --version 2>/dev/null | sed -n 's/^runsc version [0-9.]*~\{0,1\}\([0-9]\{8\}\).*/\1/p' | head -n 1
+}
+
+install_runsc() {
+  # bookworm's own runsc (20221219) fails statx with AT_NO_AUTOMOUNT, which coreutils 9
+  # uses: `ls` and `stat` answer "Invalid argument" in every workspace. Debian's
+  # bookworm-backports carries 20240729, which works.
+  local codename
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  if [ "$codename" = bookworm ]; then
+    local list=/etc/apt/sources.list.d/agent-workspaces-bookworm-backports.sources
+    if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+      say "enabling Debian's bookworm-backports for runsc ($list)"
+      printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' 'Suites: bookworm-backports' \
+        'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' > "$list"
+      apt-get update -q >/dev/null || die "apt-get update failed after enabling bookworm-backports"
+    fi
+    say "installing runsc from bookworm-backports"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q -t bookworm-backports runsc >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q -t bookworm-backports runsc >/dev/null; } \
+      || die "installing runsc from bookworm-backports failed"
+  else
+    apt_install runsc
+  fi
+}
+
+setup_runsc() {
+  local version
+  version=$(runsc_version)
+  if [ -n "$version" ] && [ "$version" -ge "$RUNSC_MIN" ]; then
+    return 0
+  fi
+  if is_root && is_debian; then
+    install_runsc
+  elif [ -n "$version" ]; then
+    say "warning: runsc $version is older than $RUNSC_MIN: \`ls\` and \`stat\` fail inside workspaces; install a newer runsc"
+  fi
 }
 
 register_runsc() {
@@ -102,7 +146,9 @@ start_dockerd() {
 # ---------------------------------------------------------------- 2. Docker
 setup_docker() {
   if docker_answers; then
-    if ! "$PY" scripts/dockerctl.py runtimes | grep -qw runsc; then
+    if "$PY" scripts/dockerctl.py runtimes | grep -qw runsc; then
+      setup_runsc  # a newer binary is picked up by the next container; no restart needed
+    else
       say "warning: the running Docker daemon has no runsc runtime, so workspaces run on runc."
       say "         For gVisor: install runsc, register it in $DAEMON_JSON and restart Docker."
     fi
@@ -112,9 +158,9 @@ setup_docker() {
   is_debian || die "no Docker daemon answers and this is not Debian: install Docker Engine and gVisor's runsc yourself, then retry."
   local missing=()
   command -v dockerd >/dev/null || missing+=(docker.io)
-  command -v runsc >/dev/null || missing+=(runsc)
   command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+  setup_runsc
   register_runsc
   start_dockerd
 }

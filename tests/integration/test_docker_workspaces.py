@@ -106,6 +106,17 @@ def test_a_command_that_does_not_exist_reports_docker_s_error(tcp_client: Client
         tcp_client.destroy(record.id)
 
 
+def test_everyday_tools_work_inside_the_sandbox(tcp_client: Client) -> None:
+    # runsc before 20240729 answers statx(AT_NO_AUTOMOUNT) with EINVAL: `ls` and `stat` fail.
+    record = tcp_client.create()
+    try:
+        result = tcp_client.exec(record.id, "ls / >/dev/null && stat -c %n /etc/hostname && git --version")
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout.startswith(b"/etc/hostname\ngit version")
+    finally:
+        tcp_client.destroy(record.id)
+
+
 def test_the_provider_reports_runsc_and_its_network_mode(tcp_client: Client) -> None:
     [status] = tcp_client.providers()
     assert (status.name, status.healthy, status.runtime) == ("gvisor", True, "runsc")
