@@ -15,7 +15,8 @@ from actors.supervision import Registry
 from runtime.admission import Admission
 from runtime.config import Settings
 from runtime.errors import InternalError, WorkspaceError
-from runtime.messages import Completed, ReplyTo
+from runtime.messages import Completed, Event, ReplyTo
+from runtime.monitor import AlertBoard, UsageBoard
 from runtime.outbox import Outbox
 from runtime.providers.base import Provider, ProviderBoard
 from runtime.statelog import StateLog
@@ -38,6 +39,8 @@ class ActorContext:
         admission: The ``WORKSPACE_MAX_CONCURRENT`` slots.
         board: The latest provider health.
         providers: The provider adapters by name.
+        usage: The latest per-workspace measurements.
+        alerts: The active alerts.
     """
 
     settings: Settings
@@ -48,6 +51,13 @@ class ActorContext:
     admission: Admission
     board: ProviderBoard
     providers: Mapping[str, Provider]
+    usage: UsageBoard
+    alerts: AlertBoard
+
+    def publish(self, event: Event | None) -> None:
+        """Log and publish ``event`` (no-op for ``None``); does not wait for the write."""
+        if event is not None:
+            self.statelog.submit(event)
 
     def outbox(self) -> Outbox:
         """A new outbox for the calling thread."""

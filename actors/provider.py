@@ -1,30 +1,52 @@
-"""ProviderActor: one per provider; admits creates and keeps the provider's health.
+"""ProviderActor: one per provider; admits creates and watches the provider's workspaces.
 
 Admission is quick and never blocks on the backend: check health, resolve and validate
 the request, take a capacity slot, then hand the new entry to a fresh WorkspaceActor
 (started by the Supervisor) which does the slow part.
+
+Watching has two halves. A watcher thread follows the backend's event stream (out of
+memory, container died, container removed) and forwards each event to the workspace's
+actor. Every ``WORKSPACE_HEALTH_INTERVAL_S`` (and whenever the stream reconnects) a
+health check runs off the mailbox: the provider's probe, its inventory compared with the
+records (catching what the stream missed) and each workspace's disk use against its
+budget.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
+import msgspec
 import pykka
 
 from actors.context import ActorContext
-from actors.supervision import ChildActor, ChildSpec, StartChild
-from actors.workspace import workspace_child
+from actors.supervision import ChildActor, ChildSpec
+from actors.workspace import deliver
 from runtime.errors import ProviderUnavailable, WorkspaceError
-from runtime.messages import BootWorkspace, CreateWorkspace
+from runtime.messages import (
+    AlertCleared,
+    AlertRaised,
+    BootWorkspace,
+    Completed,
+    ContainerEvent,
+    CreateWorkspace,
+    Resync,
+    Tick,
+)
+from runtime.monitor import Usage
 from runtime.outbox import Outbox
-from runtime.providers.base import ProviderStatus
+from runtime.providers.base import BackendState, EventWatch, Probe, ProviderStatus
 from runtime.resources import new_workspace_id, resolve_create
+from runtime.ticker import Ticker
 
-__all__ = ["ProviderActor", "provider_child", "provider_name"]
+__all__ = ["HealthReport", "ProviderActor", "provider_child", "provider_name"]
 
 log = logging.getLogger(__name__)
+
+_WATCH_BACKOFF_MAX_S = 10.0
 
 
 def provider_name(provider: str) -> str:
@@ -41,8 +63,16 @@ def provider_child(ctx: ActorContext, provider: str) -> ChildSpec:
     return ChildSpec(provider_name(provider), start, "permanent")
 
 
+class HealthReport(msgspec.Struct, frozen=True):
+    """One health check: the probe, and when the backend answered, its inventory and disk use."""
+
+    probe: Probe
+    inventory: dict[str, BackendState] | None = None
+    disk: dict[str, int] = {}
+
+
 class ProviderActor(ChildActor):
-    """Admission and health for one provider.
+    """Admission, health and watching for one provider.
 
     Args:
         supervisor: The Supervisor.
@@ -56,40 +86,46 @@ class ProviderActor(ChildActor):
         self._provider_name = provider
         self._provider = ctx.providers[provider]
         self._outbox: Outbox | None = None
+        self._ticker: Ticker | None = None
+        self._checking = False
+        self._stop_watching = threading.Event()
+        self._watch: EventWatch | None = None
+
+    # ------------------------------------------------------------------ lifecycle
 
     def started(self) -> None:
         self._outbox = self._ctx.outbox()
-        self._check()
+        self._apply(HealthReport(self._provider.probe()))
+        actor = self.actor_ref
+        self._ticker = Ticker(
+            self._ctx.settings.health_interval_s, lambda: actor.tell(Tick()), f"health-{self._provider_name}"
+        ).start()
+        threading.Thread(target=self._watch_loop, name=f"watch-{self._provider_name}", daemon=True).start()
 
     def stopped(self) -> None:
+        self._stop_watching.set()
+        if self._watch is not None:
+            self._watch.close()
+        if self._ticker is not None:
+            self._ticker.stop()
         if self._outbox is not None:
             self._outbox.close()
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, CreateWorkspace):
             self._create(message)
+        elif isinstance(message, ContainerEvent):
+            self._forward(message)
+        elif isinstance(message, Tick | Resync):
+            self._check()
+        elif isinstance(message, Completed) and message.kind == "health":
+            self._checking = False
+            if isinstance(message.value, HealthReport):
+                self._apply(message.value)
         else:
             super().handle(message)
 
-    def _check(self) -> None:
-        probe = self._provider.probe()
-        status = ProviderStatus(
-            name=self._provider_name,
-            healthy=probe.healthy,
-            checked_at=time.time(),
-            detail=probe.detail,
-            runtime=probe.runtime,
-        )
-        if self._ctx.board.update(status):
-            level = logging.INFO if probe.healthy else logging.WARNING
-            log.log(
-                level,
-                "provider %s is %s (runtime %s)%s",
-                self._provider_name,
-                "healthy" if probe.healthy else "unhealthy",
-                probe.runtime,
-                f": {probe.detail}" if probe.detail else "",
-            )
+    # ------------------------------------------------------------------ admission
 
     def _create(self, message: CreateWorkspace) -> None:
         assert self._outbox is not None
@@ -111,5 +147,115 @@ class ProviderActor(ChildActor):
         except WorkspaceError as exc:
             self._outbox.fail(message.reply_to, exc)
             return
-        boot = BootWorkspace(message.reply_to, entry)
-        self.supervisor.tell(StartChild(workspace_child(self._ctx, workspace_id), then=boot))
+        deliver(self._ctx, self.supervisor, workspace_id, BootWorkspace(message.reply_to, entry))
+
+    # ------------------------------------------------------------------ watching
+
+    def _watch_loop(self) -> None:
+        """Follow the backend's events; reconnect with backoff, resyncing after each gap."""
+        backoff = 0.5
+        while not self._stop_watching.is_set():
+            try:
+                self._watch = self._provider.watch()
+                self.actor_ref.tell(Resync())
+                backoff = 0.5
+                for event in self._watch:
+                    self.actor_ref.tell(event)
+            except pykka.ActorDeadError:
+                return
+            except WorkspaceError as exc:
+                log.debug("provider %s event stream: %s", self._provider_name, exc.message)
+            except NotImplementedError:
+                return  # this provider has no event stream; the health checks suffice
+            self._stop_watching.wait(backoff)
+            backoff = min(backoff * 2, _WATCH_BACKOFF_MAX_S)
+
+    def _forward(self, event: ContainerEvent) -> None:
+        entry = self._ctx.statelog.get(event.workspace_id)
+        if entry is None or entry.record.provider != self._provider_name:
+            return
+        if entry.record.state in ("ready", "creating"):
+            deliver(self._ctx, self.supervisor, event.workspace_id, event)
+
+    # ------------------------------------------------------------------ health
+
+    def _check(self) -> None:
+        if self._checking:
+            return  # the previous check is still running
+        self._checking = True
+        provider = self._provider
+        ready = [
+            entry.handle
+            for entry in self._ctx.statelog.workspaces()
+            if entry.record.provider == self._provider_name and entry.record.state == "ready" and entry.handle
+        ]
+
+        def check() -> HealthReport:
+            probe = provider.probe()
+            try:
+                inventory = provider.inventory()
+            except WorkspaceError:
+                return HealthReport(probe)
+            return HealthReport(probe, inventory, provider.disk_usage(ready))
+
+        self._ctx.run_blocking(self.actor_ref, "health", None, check)
+
+    def _apply(self, report: HealthReport) -> None:
+        probe = report.probe
+        status = ProviderStatus(
+            name=self._provider_name,
+            healthy=probe.healthy,
+            checked_at=time.time(),
+            detail=probe.detail,
+            runtime=probe.runtime,
+            data_root=probe.data_root,
+        )
+        if self._ctx.board.update(status):
+            level = logging.INFO if probe.healthy else logging.WARNING
+            state = "healthy" if probe.healthy else "unhealthy"
+            log.log(level, "provider %s is %s (runtime %s)%s", self._provider_name, state, probe.runtime,
+                    f": {probe.detail}" if probe.detail else "")  # fmt: skip
+        if report.inventory is not None:
+            self._reconcile(report.inventory, report.disk)
+
+    def _reconcile(self, inventory: dict[str, BackendState], disk: dict[str, int]) -> None:
+        """Tell each ready workspace what the backend shows but the events did not say."""
+        now = time.time()
+        for entry in self._ctx.statelog.workspaces():
+            record = entry.record
+            if record.provider != self._provider_name:
+                continue
+            key = f"disk:{record.id}"
+            if record.state != "ready":
+                self._publish(self._ctx.alerts.clear(key, f"workspace {record.id} is {record.state}"))
+                self._ctx.usage.forget(record.id)
+                continue
+            backend = inventory.get(record.id)
+            if backend is None:
+                self._forward(ContainerEvent(record.id, "vanished", "the workspace's container no longer exists"))
+            elif not backend.running:
+                self._forward(ContainerEvent(record.id, "died", backend.detail))
+            used = disk.get(entry.handle)
+            if used is None:
+                continue
+            self._ctx.usage.set(record.id, Usage(used, record.disk_bytes, now))
+            self._publish(
+                self._ctx.alerts.evaluate(
+                    key,
+                    resource="disk",
+                    value=float(used),
+                    threshold=float(record.disk_bytes),
+                    limit=float(record.disk_bytes),
+                    message=f"workspace {record.id} uses {used} bytes of disk; its budget is {record.disk_bytes}",
+                    workspace_id=record.id,
+                )
+            )
+
+    def _publish(self, event: AlertRaised | AlertCleared | None) -> None:
+        if event is None:
+            return
+        if isinstance(event, AlertRaised):
+            log.warning("alert %s: %s", event.key, event.message)
+        else:
+            log.info("alert %s cleared: %s", event.key, event.message)
+        self._ctx.publish(event)

@@ -1,39 +1,50 @@
 """WorkspaceActor: one per workspace, owning its lifecycle from creating to destroyed.
 
 Every state change is persisted (and published) before it is acknowledged. Slow calls
-(create, exec, destroy) run on their own threads and come back as ``Completed``
-messages, so ``destroy`` is handled while an exec runs. The actor stops once the
-workspace is destroyed (or failed to create) and no call is in flight; a crashed actor
-is restarted and rebuilds itself from the state log.
+(create, exec, file transfers, destroy) run on their own threads and come back as
+``Completed`` messages, so ``get``, ``destroy`` or another exec are never held up by a
+long command. The actor stops once the workspace has ended (destroyed or failed) and no
+call is in flight; a crashed actor is restarted and rebuilds itself from the state log.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 import pykka
 
 from actors.context import ActorContext
-from actors.supervision import ChildActor, ChildSpec
+from actors.supervision import ChildActor, ChildSpec, StartChild
+from runtime import files
 from runtime.errors import BadRequest, Conflict, InternalError, WorkspaceError
 from runtime.messages import (
     BootWorkspace,
     Completed,
+    ContainerEvent,
     DestroyWorkspace,
     ExecArgs,
+    Extend,
+    ReadFile,
     ReplyTo,
     RunExec,
     State,
     StoredWorkspace,
+    WriteFile,
 )
 from runtime.outbox import Outbox
+from runtime.providers.base import Provider
 from runtime.resources import check_env
 
-__all__ = ["WorkspaceActor", "workspace_child", "workspace_name"]
+__all__ = ["WorkspaceActor", "deliver", "exec_argv", "workspace_child", "workspace_name"]
 
 log = logging.getLogger(__name__)
+
+_CALLS = {"exec": "command", "write_file": "file write", "read_file": "file read"}
+_OOM_COALESCE_S = 2.0
 
 
 def workspace_name(workspace_id: str) -> str:
@@ -48,6 +59,18 @@ def workspace_child(ctx: ActorContext, workspace_id: str) -> ChildSpec:
         return WorkspaceActor.start(supervisor, ctx, workspace_id)
 
     return ChildSpec(workspace_name(workspace_id), start, "transient")
+
+
+def deliver(ctx: ActorContext, supervisor: pykka.ActorRef[Any], workspace_id: str, message: Any) -> None:
+    """Tell the workspace's actor ``message``, having the Supervisor start one if none runs."""
+    ref = ctx.registry.get(workspace_name(workspace_id))
+    if ref is not None:
+        try:
+            ref.tell(message)
+            return
+        except pykka.ActorDeadError:
+            pass  # it just stopped; the Supervisor starts a new one
+    supervisor.tell(StartChild(workspace_child(ctx, workspace_id), then=message))
 
 
 def exec_argv(args: ExecArgs) -> list[str]:
@@ -80,6 +103,8 @@ class WorkspaceActor(ChildActor):
         self._outbox: Outbox | None = None
         self._inflight = 0
         self._destroy_waiters: list[ReplyTo | None] = []
+        self._unrecorded_ooms = 0
+        self._last_oom_recorded = -_OOM_COALESCE_S
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -99,13 +124,17 @@ class WorkspaceActor(ChildActor):
             self._outbox = None
 
     def handle(self, message: Any) -> Any:
-        if isinstance(message, RunExec):
-            self._exec(message)
-        elif isinstance(message, Completed):
+        if isinstance(message, Completed):
             self._inflight -= 1
             self._completed(message)
+        elif isinstance(message, RunExec | WriteFile | ReadFile):
+            self._start_call(message)
         elif isinstance(message, DestroyWorkspace):
             self._destroy(message.reply_to)
+        elif isinstance(message, ContainerEvent):
+            self._container_event(message)
+        elif isinstance(message, Extend):
+            self._extend(message)
         elif isinstance(message, BootWorkspace):
             self._boot(message)
         else:
@@ -119,16 +148,22 @@ class WorkspaceActor(ChildActor):
         return self._entry.record.state if self._entry is not None else "unknown"
 
     def _persist(
-        self, state: State, *, error: str | None = None, handle: str | None = None, reason: str | None = None
+        self,
+        state: State,
+        *,
+        error: str | None = None,
+        handle: str | None = None,
+        reason: str | None = None,
+        **changes: Any,
     ) -> None:
         assert self._entry is not None
-        record = msgspec.structs.replace(self._entry.record, state=state, error=error)
+        record = msgspec.structs.replace(self._entry.record, state=state, error=error, **changes)
         entry = msgspec.structs.replace(
             self._entry, record=record, handle=self._entry.handle if handle is None else handle
         )
         self._ctx.statelog.put_workspace(entry, reason=reason)
         self._entry = entry
-        log.info("workspace %s is %s%s", self._id, state, f": {error}" if error else "")
+        log.info("workspace %s is %s%s", self._id, state, f": {error or reason}" if error or reason else "")
 
     def _reply(self, reply_to: ReplyTo | None, result: Any = None, error: WorkspaceError | None = None) -> None:
         if reply_to is None or self._outbox is None:
@@ -138,13 +173,18 @@ class WorkspaceActor(ChildActor):
         else:
             self._outbox.reply(reply_to, result)
 
-    def _run(self, kind: str, reply_to: ReplyTo | None, call: Any) -> None:
+    def _run(self, kind: str, reply_to: ReplyTo | None, call: Callable[[], object]) -> None:
         self._inflight += 1
         self._ctx.run_blocking(self.actor_ref, kind, reply_to, call)
 
-    def _provider(self) -> Any:
+    def _provider(self) -> Provider:
         assert self._entry is not None
         return self._ctx.providers[self._entry.record.provider]
+
+    def _end(self) -> None:
+        """The workspace no longer exists as far as capacity and measurements go."""
+        self._ctx.admission.release(self._id)
+        self._ctx.usage.forget(self._id)
 
     # ------------------------------------------------------------------ create
 
@@ -153,7 +193,7 @@ class WorkspaceActor(ChildActor):
         try:
             self._persist("creating")
         except Exception as exc:
-            self._ctx.admission.release(self._id)
+            self._end()
             self._entry = msgspec.structs.replace(
                 self._entry, record=msgspec.structs.replace(self._entry.record, state="failed")
             )
@@ -165,45 +205,115 @@ class WorkspaceActor(ChildActor):
     def _booted(self, done: Completed) -> None:
         if isinstance(done.error, WorkspaceError):
             self._persist("failed", error=done.error.message, reason="create failed")
-            self._ctx.admission.release(self._id)
+            self._end()
             self._reply(done.reply_to, error=done.error)
-            if self._destroy_waiters:
-                self._begin_destroy()
-            return
-        self._persist("ready", handle=str(done.value))
-        assert self._entry is not None
-        self._reply(done.reply_to, self._entry.record)
+        elif self._state() == "creating":
+            self._persist("ready", handle=str(done.value))
+            assert self._entry is not None
+            self._reply(done.reply_to, self._entry.record)
+        else:  # the backend reported it dead before create returned
+            assert self._entry is not None
+            error = self._entry.record.error
+            self._persist("failed", error=error, handle=str(done.value), reason="created after it failed")
+            self._reply(done.reply_to, error=Conflict(f"workspace {self._id} failed as it started: {error}"))
         if self._destroy_waiters:
             self._begin_destroy()
 
-    # ------------------------------------------------------------------ exec
+    # ------------------------------------------------------------------ calls: exec and files
 
-    def _exec(self, message: RunExec) -> None:
+    def _start_call(self, message: RunExec | WriteFile | ReadFile) -> None:
         state = self._state()
         if state != "ready":
             self._reply(message.reply_to, error=Conflict(f"workspace {self._id} is {state}, not ready"))
             return
+        assert self._entry is not None
+        provider, handle = self._provider(), self._entry.handle
+        call: Callable[[], object]
         try:
-            argv = exec_argv(message.args)
-            check_env(message.args.env)
+            if isinstance(message, RunExec):
+                args = message.args
+                argv = exec_argv(args)
+                check_env(args.env)
+                kind = "exec"
+
+                def call() -> object:
+                    return provider.exec(
+                        handle, argv, cwd=args.cwd, env=args.env, stdin=args.stdin, timeout_s=args.timeout_s
+                    )
+
+            elif isinstance(message, WriteFile):
+                write = message.args
+                files.workspace_path(write.path)
+                kind = "write_file"
+
+                def call() -> object:
+                    files.write_file(provider, handle, write.path, write.data, write.mode)
+                    return {}
+
+            else:
+                read = message.args
+                files.workspace_path(read.path)
+                kind = "read_file"
+
+                def call() -> object:
+                    return {"data": files.read_file(provider, handle, read.path)}
+
         except WorkspaceError as exc:
             self._reply(message.reply_to, error=exc)
             return
-        assert self._entry is not None
-        provider, handle, args = self._provider(), self._entry.handle, message.args
-        self._run(
-            "exec",
-            message.reply_to,
-            lambda: provider.exec(handle, argv, cwd=args.cwd, env=args.env, stdin=args.stdin, timeout_s=args.timeout_s),
-        )
+        self._run(kind, message.reply_to, call)
 
-    def _exec_done(self, done: Completed) -> None:
-        if done.error is None:
+    def _call_done(self, done: Completed) -> None:
+        state = self._state()
+        what = _CALLS.get(done.kind, done.kind)
+        if state in ("stopping", "destroyed"):
+            # Whatever the call returned, the workspace went away under it.
+            self._reply(done.reply_to, error=Conflict(f"workspace {self._id} was destroyed while the {what} ran"))
+        elif done.error is None:
             self._reply(done.reply_to, done.value)
-        elif self._state() in ("stopping", "destroyed"):
-            self._reply(done.reply_to, error=Conflict(f"workspace {self._id} was destroyed while the command ran"))
+        elif state == "failed":
+            assert self._entry is not None
+            error = self._entry.record.error
+            self._reply(done.reply_to, error=Conflict(f"workspace {self._id} failed while the {what} ran: {error}"))
         else:
             self._reply(done.reply_to, error=done.error)
+
+    # ------------------------------------------------------------------ expiry
+
+    def _extend(self, message: Extend) -> None:
+        state = self._state()
+        if state != "ready" or self._entry is None:
+            self._reply(message.reply_to, error=Conflict(f"workspace {self._id} is {state}, not ready"))
+            return
+        if self._entry.record.persistent:
+            self._reply(message.reply_to, error=Conflict(f"workspace {self._id} is persistent: it never expires"))
+            return
+        if not message.args.ttl_seconds > 0:
+            self._reply(message.reply_to, error=BadRequest(f"ttl_seconds={message.args.ttl_seconds!r} must be > 0"))
+            return
+        expires_at = time.time() + message.args.ttl_seconds
+        self._persist("ready", reason=f"extended by {message.args.ttl_seconds:g} s", expires_at=expires_at)
+        self._reply(message.reply_to, self._entry.record)
+
+    # ------------------------------------------------------------------ what the backend reports
+
+    def _container_event(self, event: ContainerEvent) -> None:
+        if self._entry is None or self._state() not in ("ready", "creating"):
+            return  # it is being destroyed, or has already ended
+        record = self._entry.record
+        limit = f"{record.memory_bytes >> 20} MiB"
+        if event.kind == "oom":
+            if record.state == "ready":
+                log.warning("workspace %s: %s (%s)", self._id, event.detail, limit)
+                self._persist(
+                    "ready", error=record.error, reason=f"oom: {event.detail} ({limit})", oom_kills=record.oom_kills + 1
+                )
+            return
+        detail = event.detail.replace("ran out of memory", f"ran out of memory ({limit})")
+        self._persist("failed", error=detail, reason=event.kind)
+        self._end()
+        if self._entry.handle:
+            self._provider().cancel_execs(self._entry.handle)
 
     # ------------------------------------------------------------------ destroy
 
@@ -223,6 +333,7 @@ class WorkspaceActor(ChildActor):
             return
         self._persist("stopping", error=self._entry.record.error)
         provider, handle = self._provider(), self._entry.handle
+        # No handle: create failed before the backend named anything, and cleaned up itself.
         self._run("destroy", None, lambda: provider.destroy(handle) if handle else None)
 
     def _destroyed(self, done: Completed) -> None:
@@ -231,7 +342,7 @@ class WorkspaceActor(ChildActor):
             self._destroy_waiters_done(done.error)
             return
         self._persist("destroyed")
-        self._ctx.admission.release(self._id)
+        self._end()
         self._destroy_waiters_done()
 
     def _destroy_waiters_done(self, error: WorkspaceError | None = None) -> None:
@@ -242,7 +353,7 @@ class WorkspaceActor(ChildActor):
     def _completed(self, done: Completed) -> None:
         if done.kind == "boot":
             self._booted(done)
-        elif done.kind == "exec":
-            self._exec_done(done)
         elif done.kind == "destroy":
             self._destroyed(done)
+        else:
+            self._call_done(done)

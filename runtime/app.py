@@ -12,17 +12,19 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import msgspec
 import pykka
 import zmq
 
 from actors.context import ActorContext
 from actors.provider import provider_child, provider_name
-from actors.supervision import Registry, StartChild, Sync
+from actors.supervision import Registry, Sync
 from actors.supervisor import Supervisor
-from actors.workspace import workspace_child, workspace_name
+from actors.workspace import deliver
+from runtime import stats
 from runtime.admission import Admission
 from runtime.auth import load_or_create_token
 from runtime.client import Client, Subscriber
@@ -36,20 +38,30 @@ from runtime.messages import (
     CreateWorkspace,
     DestroyWorkspace,
     ExecArgs,
+    Extend,
+    ExtendArgs,
     ListArgs,
+    ReadFile,
+    ReadFileArgs,
     ReplyTo,
     Request,
     RunExec,
+    StoredWorkspace,
     WorkspaceArgs,
     WorkspaceRecord,
+    WriteFile,
+    WriteFileArgs,
 )
+from runtime.monitor import AlertBoard, UsageBoard
 from runtime.outbox import Outbox
 from runtime.providers.base import Provider, ProviderBoard, ProviderStatus
 from runtime.providers.docker import DockerProvider
 from runtime.statelog import StateLog
 from runtime.version import __version__
 
-__all__ = ["Runtime"]
+__all__ = ["ProvidersArg", "Runtime"]
+
+ProvidersArg = Mapping[str, Provider] | Callable[[str], Mapping[str, Provider]] | None
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +74,12 @@ class Runtime:
 
     Args:
         settings: The configuration (see ``runtime.config.load_settings``).
-        providers: Provider adapters by name; by default the Docker (gvisor) provider.
+        providers: Provider adapters by name, or a function building them from this
+            runtime's instance id (which adapters put on what they create); by default
+            the Docker (gvisor) provider.
     """
 
-    def __init__(self, settings: Settings, *, providers: Mapping[str, Provider] | None = None) -> None:
+    def __init__(self, settings: Settings, *, providers: ProvidersArg = None) -> None:
         self.settings = settings
         self._providers_override = providers
         self._zmq = zmq.Context()
@@ -126,6 +140,8 @@ class Runtime:
     def _start_actors(self, statelog: StateLog) -> None:
         settings = self.settings
         providers = self._providers_override
+        if callable(providers):
+            providers = providers(statelog.instance_id)
         if providers is None:
             providers = {
                 "gvisor": DockerProvider(
@@ -145,6 +161,8 @@ class Runtime:
             admission=Admission(settings.max_concurrent, active),
             board=ProviderBoard(),
             providers=providers,
+            usage=UsageBoard(),
+            alerts=AlertBoard(),
         )
         children = [provider_child(self._ctx, name) for name in providers]
         self._supervisor = Supervisor.start(registry, children, on_escalate=self._escalated)
@@ -232,29 +250,42 @@ class Runtime:
         if not self.settings.enabled:
             raise Disabled("agent workspaces are disabled: set ENABLE_AGENT_WORKSPACES=true and restart")
         ctx = self._ctx
-        assert ctx is not None and self._statelog is not None
+        assert ctx is not None
         reply_to = ReplyTo(identity, request.id)
+        op = request.op
         if isinstance(args, CreateArgs):
             return self._create(ctx, reply_to, args)
+        if isinstance(args, ListArgs):
+            return self._list(ctx, args)
+        if isinstance(args, WorkspaceArgs) and op == "get":
+            return self._with_usage(ctx, self._entry(args.workspace_id).record)
+        if isinstance(args, WorkspaceArgs) and op == "destroy":
+            return self._route(ctx, args.workspace_id, DestroyWorkspace(reply_to))
         if isinstance(args, ExecArgs):
             return self._route(ctx, args.workspace_id, RunExec(reply_to, args))
-        if isinstance(args, ListArgs):
-            return self._list(args)
-        if isinstance(args, WorkspaceArgs):
-            if request.op == "get":
-                return self._entry(args.workspace_id).record
-            if request.op == "destroy":
-                return self._route(ctx, args.workspace_id, DestroyWorkspace(reply_to))
-        if request.op == "providers":
+        if isinstance(args, WriteFileArgs):
+            return self._route(ctx, args.workspace_id, WriteFile(reply_to, args))
+        if isinstance(args, ReadFileArgs):
+            return self._route(ctx, args.workspace_id, ReadFile(reply_to, args))
+        if isinstance(args, ExtendArgs):
+            return self._route(ctx, args.workspace_id, Extend(reply_to, args))
+        if op == "providers":
             return self._provider_statuses(ctx)
-        raise BadRequest(f"op {request.op!r} is not supported by this runtime version ({__version__})")
+        if op == "stats":
+            return stats.snapshot(ctx)
+        raise BadRequest(f"op {op!r} is not supported by this runtime version ({__version__})")
 
-    def _entry(self, workspace_id: str) -> Any:
+    def _entry(self, workspace_id: str) -> StoredWorkspace:
         assert self._statelog is not None
         entry = self._statelog.get(workspace_id)
         if entry is None:
             raise NotFound(f"workspace {workspace_id} does not exist")
         return entry
+
+    @staticmethod
+    def _with_usage(ctx: ActorContext, record: WorkspaceRecord) -> WorkspaceRecord:
+        usage = ctx.usage.get(record.id) if record.state == "ready" else None
+        return record if usage is None else msgspec.structs.replace(record, disk_used_bytes=usage.disk_used_bytes)
 
     def _create(self, ctx: ActorContext, reply_to: ReplyTo, args: CreateArgs) -> Any:
         name = (args.provider or self.settings.default_provider).lower()
@@ -271,24 +302,17 @@ class Runtime:
             raise ProviderUnavailable(f"provider {name} is restarting") from None
         return DEFERRED
 
-    def _route(self, ctx: ActorContext, workspace_id: str, message: RunExec | DestroyWorkspace) -> Any:
+    def _route(self, ctx: ActorContext, workspace_id: str, message: Any) -> Any:
         state = self._entry(workspace_id).record.state
         if isinstance(message, DestroyWorkspace) and state == "destroyed":
             return {}
-        if isinstance(message, RunExec) and state != "ready":
+        if not isinstance(message, DestroyWorkspace) and state != "ready":
             raise Conflict(f"workspace {workspace_id} is {state}, not ready")
-        ref = ctx.registry.get(workspace_name(workspace_id))
-        if ref is not None:
-            try:
-                ref.tell(message)
-                return DEFERRED
-            except pykka.ActorDeadError:
-                pass
         assert self._supervisor is not None
-        self._supervisor.tell(StartChild(workspace_child(ctx, workspace_id), then=message))
+        deliver(ctx, self._supervisor, workspace_id, message)
         return DEFERRED
 
-    def _list(self, args: ListArgs) -> list[WorkspaceRecord]:
+    def _list(self, ctx: ActorContext, args: ListArgs) -> list[WorkspaceRecord]:
         assert self._statelog is not None
         records = []
         for entry in self._statelog.workspaces():
@@ -299,7 +323,7 @@ class Runtime:
                 continue
             if any(record.labels.get(key) != value for key, value in args.labels.items()):
                 continue
-            records.append(record)
+            records.append(self._with_usage(ctx, record))
         return records
 
     def _provider_statuses(self, ctx: ActorContext) -> list[ProviderStatus]:
@@ -308,14 +332,4 @@ class Runtime:
         for entry in self._statelog.workspaces():
             if entry.record.state in ACTIVE_STATES:
                 counts[entry.record.provider] = counts.get(entry.record.provider, 0) + 1
-        return [
-            ProviderStatus(
-                name=status.name,
-                healthy=status.healthy,
-                checked_at=status.checked_at,
-                detail=status.detail,
-                runtime=status.runtime,
-                workspaces=counts.get(status.name, 0),
-            )
-            for status in ctx.board.all()
-        ]
+        return [msgspec.structs.replace(status, workspaces=counts.get(status.name, 0)) for status in ctx.board.all()]

@@ -37,6 +37,10 @@ class _Reply(msgspec.Struct, frozen=True):
     error: ErrorBody | None = None
 
 
+class _FileData(msgspec.Struct, frozen=True):
+    data: bytes
+
+
 _reply_decoder = msgspec.msgpack.Decoder(_Reply)
 _decoders: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
 
@@ -228,6 +232,23 @@ class Client:
     def destroy(self, workspace_id: str) -> None:
         """Destroy a workspace (destroying a destroyed workspace succeeds)."""
         self.request("destroy", {"workspace_id": workspace_id})
+
+    def write_file(self, workspace_id: str, path: str, data: bytes, *, mode: int | None = None) -> None:
+        """Write ``data`` to ``path`` under ``/workspace`` (parent directories are created)."""
+        self.request("write_file", _args(workspace_id=workspace_id, path=path, data=data, mode=mode))
+
+    def read_file(self, workspace_id: str, path: str) -> bytes:
+        """The contents of ``path`` under ``/workspace``."""
+        return _decode(self.request("read_file", {"workspace_id": workspace_id, "path": path}), _FileData).data
+
+    def extend(self, workspace_id: str, ttl_seconds: float) -> WorkspaceRecord:
+        """Move the workspace's expiry to now + ``ttl_seconds``."""
+        args = {"workspace_id": workspace_id, "ttl_seconds": ttl_seconds}
+        return _decode(self.request("extend", args), WorkspaceRecord)
+
+    def stats(self) -> dict[str, Any]:
+        """Workspaces, pool, host resources, active alerts and per-workspace usage."""
+        return _decode(self.request("stats"), dict[str, Any])
 
 
 class Subscriber:

@@ -15,9 +15,13 @@ import msgspec
 __all__ = [
     "ACTIVE_STATES",
     "OPS",
+    "AlertCleared",
+    "AlertRaised",
+    "AnyEvent",
     "ArgsStruct",
     "BootWorkspace",
     "Completed",
+    "ContainerEvent",
     "CreateArgs",
     "CreateWorkspace",
     "DestroyWorkspace",
@@ -26,20 +30,25 @@ __all__ = [
     "Event",
     "ExecArgs",
     "ExecResult",
+    "Extend",
     "ExtendArgs",
     "ListArgs",
     "NoArgs",
     "OkReply",
+    "ReadFile",
     "ReadFileArgs",
     "ReplyTo",
     "Request",
+    "Resync",
     "RunExec",
     "State",
     "StoredWorkspace",
+    "Tick",
     "WorkspaceArgs",
     "WorkspaceRecord",
     "WorkspaceSpec",
     "WorkspaceStateChanged",
+    "WriteFile",
     "WriteFileArgs",
     "decode_args",
     "decode_event",
@@ -55,7 +64,12 @@ ACTIVE_STATES: frozenset[str] = frozenset({"creating", "ready", "stopping"})
 
 
 class WorkspaceRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """What the runtime promised about one workspace (the wire's workspace record)."""
+    """What the runtime promised about one workspace (the wire's workspace record).
+
+    Beyond DESIGN.md's fields: ``oom_kills`` counts processes the kernel killed at the
+    memory limit while the workspace lived on; ``disk_used_bytes`` is the latest disk
+    measurement (filled in when the record is read, ``None`` until measured).
+    """
 
     id: str
     state: State
@@ -71,6 +85,8 @@ class WorkspaceRecord(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: float | None
     from_pool: bool = False
     error: str | None = None
+    oom_kills: int = 0
+    disk_used_bytes: int | None = None
 
 
 class WorkspaceSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -250,7 +266,31 @@ class WorkspaceStateChanged(Event, tag="workspace.state", frozen=True):
     reason: str | None = None
 
 
-AnyEvent = WorkspaceStateChanged
+class AlertRaised(Event, frozen=True, tag="alert.raised"):
+    """A resource crossed its threshold; ``key`` names the condition (one alert per key)."""
+
+    topic: ClassVar[str] = "alert"
+    key: str
+    resource: str
+    message: str
+    value: float
+    limit: float
+    workspace_id: str | None = None
+
+
+class AlertCleared(Event, frozen=True, tag="alert.cleared"):
+    """The condition of an earlier ``AlertRaised`` with the same ``key`` is over."""
+
+    topic: ClassVar[str] = "alert"
+    key: str
+    resource: str
+    message: str
+    value: float
+    limit: float
+    workspace_id: str | None = None
+
+
+AnyEvent = WorkspaceStateChanged | AlertRaised | AlertCleared
 
 # --------------------------------------------------------------------------- actor commands
 
@@ -283,6 +323,51 @@ class RunExec(msgspec.Struct, frozen=True, tag="cmd.exec"):
     args: ExecArgs
 
 
+class WriteFile(msgspec.Struct, frozen=True, tag="cmd.write_file"):
+    """Gateway -> WorkspaceActor: write a file in the workspace."""
+
+    reply_to: ReplyTo
+    args: WriteFileArgs
+
+
+class ReadFile(msgspec.Struct, frozen=True, tag="cmd.read_file"):
+    """Gateway -> WorkspaceActor: read a file from the workspace."""
+
+    reply_to: ReplyTo
+    args: ReadFileArgs
+
+
+class Extend(msgspec.Struct, frozen=True, tag="cmd.extend"):
+    """Gateway -> WorkspaceActor: move the expiry to now + ``ttl_seconds``."""
+
+    reply_to: ReplyTo
+    args: ExtendArgs
+
+
+class ContainerEvent(msgspec.Struct, frozen=True, tag="cmd.container_event"):
+    """ProviderActor -> WorkspaceActor: the backend reported something about a workspace.
+
+    Attributes:
+        workspace_id: The workspace.
+        kind: ``oom`` (a process was killed at the memory limit, the workspace lives on),
+            ``died`` (the workspace's container stopped) or ``vanished`` (it was removed
+            behind the runtime's back).
+        detail: What happened, for the record's ``error`` and the logs.
+    """
+
+    workspace_id: str
+    kind: Literal["oom", "died", "vanished"]
+    detail: str
+
+
+class Tick(msgspec.Struct, frozen=True, tag="cmd.tick"):
+    """Ticker -> actor: time for the periodic work (health checks, measurements)."""
+
+
+class Resync(msgspec.Struct, frozen=True, tag="cmd.resync"):
+    """Watcher -> ProviderActor: events may have been missed; compare with the backend now."""
+
+
 class DestroyWorkspace(msgspec.Struct, frozen=True, tag="cmd.destroy"):
     """Gateway -> WorkspaceActor: destroy the workspace (idempotent)."""
 
@@ -310,7 +395,7 @@ class Completed(msgspec.Struct, frozen=True, tag="cmd.completed"):
 _encoder = msgspec.msgpack.Encoder()
 _request_decoder = msgspec.msgpack.Decoder(Request)
 _stored_decoder = msgspec.msgpack.Decoder(StoredWorkspace)
-_event_decoder = msgspec.msgpack.Decoder(AnyEvent)
+_event_decoder: msgspec.msgpack.Decoder[AnyEvent] = msgspec.msgpack.Decoder(AnyEvent)
 _args_decoders = {op: msgspec.msgpack.Decoder(cls) for op, cls in OPS.items()}
 
 

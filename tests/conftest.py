@@ -11,7 +11,7 @@ import pytest
 from runtime.app import Runtime
 from runtime.config import Settings, load_settings
 from runtime.providers.base import LABEL_INSTANCE, LABEL_MANAGED
-from runtime.providers.docker import MANAGED_NETWORK
+from runtime.providers.docker import MANAGED_NETWORK, DockerProvider
 from tests.fakes import FakeProvider
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,16 +87,61 @@ def leftover_containers(client: Any, instance_id: str) -> list[Any]:
     )
 
 
+def leftover_volumes(client: Any, instance_id: str) -> list[Any]:
+    """Volumes a runtime instance created that still exist."""
+    return client.volumes.list(filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={instance_id}"]})
+
+
+def remove_leftovers(client: Any, instance_id: str) -> list[str]:
+    """Remove what an instance left behind; return the names of what was removed."""
+    containers = leftover_containers(client, instance_id)
+    for container in containers:
+        container.remove(force=True, v=True)
+    volumes = leftover_volumes(client, instance_id)
+    for volume in volumes:
+        volume.remove(force=True)
+    return [c.name for c in containers] + [v.name for v in volumes]
+
+
+MakeDockerRuntime = Callable[..., Runtime]
+
+
 @pytest.fixture
-def docker_runtime(make_settings: MakeSettings, docker_client: Any) -> Iterator[Runtime]:
-    """A runtime on the real Docker daemon; the test fails if it leaves containers behind."""
-    runtime = Runtime(make_settings()).start()
-    instance_id = runtime.instance_id
-    try:
-        yield runtime
-    finally:
+def make_docker_runtime(make_settings: MakeSettings, docker_client: Any) -> Iterator[MakeDockerRuntime]:
+    """Runtimes on the real Docker daemon; the test fails if any leaves containers or volumes.
+
+    Keyword arguments go to the settings, except ``runtimes`` (the provider's OCI runtime
+    preference, e.g. ``("runc",)``).
+    """
+    started: list[Runtime] = []
+
+    def make(runtimes: tuple[str, ...] | None = None, **changes: Any) -> Runtime:
+        settings = make_settings(**changes)
+
+        def providers(instance_id: str) -> dict[str, Any]:
+            return {
+                "gvisor": DockerProvider(
+                    instance_id=instance_id,
+                    default_image=settings.default_image,
+                    network_name=settings.network_name,
+                    runtimes=runtimes or ("runsc", "runc"),
+                )
+            }
+
+        runtime = Runtime(settings, providers=providers).start()
+        started.append(runtime)
+        return runtime
+
+    yield make
+    leaked: list[str] = []
+    for runtime in started:
+        instance_id = runtime.instance_id
         runtime.stop()
-        leaked = leftover_containers(docker_client, instance_id)
-        for container in leaked:
-            container.remove(force=True, v=True)
-        assert not leaked, f"the test left containers behind: {[c.name for c in leaked]}"
+        leaked += remove_leftovers(docker_client, instance_id)
+    assert not leaked, f"the test left these behind: {leaked}"
+
+
+@pytest.fixture
+def docker_runtime(make_docker_runtime: MakeDockerRuntime) -> Runtime:
+    """A runtime on the real Docker daemon (gVisor), checked for leftovers afterwards."""
+    return make_docker_runtime()

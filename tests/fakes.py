@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import queue
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from runtime.errors import NotFound, ProviderUnavailable
-from runtime.messages import ExecResult, WorkspaceSpec
-from runtime.providers.base import Probe
+from runtime.messages import ContainerEvent, ExecResult, WorkspaceSpec
+from runtime.providers.base import OUTPUT_LIMIT, BackendState, Probe
+
+
+class FakeWatch:
+    """An event stream fed by the test through ``FakeProvider.emit``."""
+
+    def __init__(self) -> None:
+        self.events: queue.SimpleQueue[ContainerEvent | None] = queue.SimpleQueue()
+
+    def __iter__(self) -> Iterator[ContainerEvent]:
+        while (event := self.events.get()) is not None:
+            yield event
+        raise ProviderUnavailable("fake event stream closed")
+
+    def close(self) -> None:
+        self.events.put(None)
 
 
 @dataclass
@@ -15,7 +32,8 @@ class FakeProvider:
     """A provider whose workspaces are dict entries; exec echoes its argv.
 
     ``gate`` (when set) makes every exec wait for it, to hold a call in flight.
-    ``fail_create`` makes create raise; ``healthy`` drives the probe.
+    ``fail_create`` makes create raise; ``healthy`` drives the probe; ``disk`` is what
+    ``disk_usage`` reports per handle; ``emit`` pushes a backend event.
     """
 
     name: str = "gvisor"
@@ -23,8 +41,13 @@ class FakeProvider:
     fail_create: Exception | None = None
     gate: threading.Event | None = None
     workspaces: dict[str, WorkspaceSpec] = field(default_factory=dict)
+    stopped: set[str] = field(default_factory=set)
+    disk: dict[str, int] = field(default_factory=dict)
     exec_started: threading.Event = field(default_factory=threading.Event)
+    cancelled: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    watches: list[FakeWatch] = field(default_factory=list)
+    watching: threading.Event = field(default_factory=threading.Event)
 
     def probe(self) -> Probe:
         return Probe(self.healthy, "fake", "" if self.healthy else "fake provider switched off")
@@ -47,6 +70,7 @@ class FakeProvider:
         env: dict[str, str],
         stdin: bytes | None,
         timeout_s: float | None,
+        output_limit: int = OUTPUT_LIMIT,
     ) -> ExecResult:
         self.exec_started.set()
         if self.gate is not None:
@@ -56,6 +80,34 @@ class FakeProvider:
                 raise NotFound(f"no workspace {handle}")
         return ExecResult(exit_code=0, stdout=" ".join(argv).encode(), stderr=stdin or b"")
 
+    def cancel_execs(self, handle: str) -> None:
+        self.cancelled.append(handle)
+
     def destroy(self, handle: str) -> None:
         with self.lock:
             self.workspaces.pop(handle, None)
+
+    def inventory(self) -> dict[str, BackendState]:
+        with self.lock:
+            return {
+                spec.workspace_id: BackendState(
+                    workspace_id=spec.workspace_id,
+                    handle=handle,
+                    running=handle not in self.stopped,
+                    detail="" if handle not in self.stopped else "the workspace's container exited with code 1",
+                )
+                for handle, spec in self.workspaces.items()
+            }
+
+    def watch(self) -> FakeWatch:
+        watch = FakeWatch()
+        self.watches.append(watch)
+        self.watching.set()
+        return watch
+
+    def emit(self, event: ContainerEvent) -> None:
+        assert self.watching.wait(5), "the provider actor never started watching"
+        self.watches[-1].events.put(event)
+
+    def disk_usage(self, handles: list[str]) -> dict[str, int]:
+        return {handle: self.disk[handle] for handle in handles if handle in self.disk}

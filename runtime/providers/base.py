@@ -8,16 +8,20 @@ backend's exceptions at this boundary.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from typing import Protocol
 
 import msgspec
 
-from runtime.messages import ExecResult, WorkspaceSpec
+from runtime.messages import ContainerEvent, ExecResult, WorkspaceSpec
 
 __all__ = [
     "LABEL_ID",
     "LABEL_INSTANCE",
     "LABEL_MANAGED",
+    "OUTPUT_LIMIT",
+    "BackendState",
+    "EventWatch",
     "Probe",
     "Provider",
     "ProviderBoard",
@@ -27,6 +31,8 @@ __all__ = [
 LABEL_MANAGED = "agent-workspaces.managed"
 LABEL_ID = "agent-workspaces.id"
 LABEL_INSTANCE = "agent-workspaces.instance"
+OUTPUT_LIMIT = 8 << 20
+"""Bytes of stdout (and of stderr) an exec keeps by default; the rest is counted and dropped."""
 
 
 class Probe(msgspec.Struct, frozen=True):
@@ -36,11 +42,13 @@ class Probe(msgspec.Struct, frozen=True):
         healthy: Whether the provider can create and run workspaces now.
         runtime: The isolation runtime it uses (``runsc``, ``runc``, ``firecracker``, ``e2b``).
         detail: Why it is unhealthy, or notes an operator should know (e.g. a fallback).
+        data_root: Where the backend keeps workspace data on this host, if anywhere.
     """
 
     healthy: bool
     runtime: str
     detail: str = ""
+    data_root: str = ""
 
 
 class ProviderStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,6 +60,33 @@ class ProviderStatus(msgspec.Struct, frozen=True, kw_only=True):
     detail: str
     runtime: str
     workspaces: int = 0
+    data_root: str = ""
+
+
+class BackendState(msgspec.Struct, frozen=True, kw_only=True):
+    """What the backend says about one of this runtime's workspaces.
+
+    Attributes:
+        workspace_id: The workspace.
+        handle: The provider's name for it.
+        running: Whether it is up.
+        detail: Why it is not (exit code, out of memory...), empty when running.
+    """
+
+    workspace_id: str
+    handle: str
+    running: bool
+    detail: str = ""
+
+
+class EventWatch(Protocol):
+    """A blocking stream of backend events; ``close`` (from any thread) ends it."""
+
+    def __iter__(self) -> Iterator[ContainerEvent]: ...
+
+    def close(self) -> None:
+        """Stop the stream; iteration ends."""
+        ...
 
 
 class Provider(Protocol):
@@ -76,12 +111,29 @@ class Provider(Protocol):
         env: dict[str, str],
         stdin: bytes | None,
         timeout_s: float | None,
+        output_limit: int = OUTPUT_LIMIT,
     ) -> ExecResult:
         """Run ``argv`` in the workspace and wait for it (or its timeout)."""
         ...
 
+    def cancel_execs(self, handle: str) -> None:
+        """End every exec still attached to the workspace (it is being destroyed or died)."""
+        ...
+
     def destroy(self, handle: str) -> None:
         """Remove the workspace and its storage; a missing workspace is not an error."""
+        ...
+
+    def inventory(self) -> dict[str, BackendState]:
+        """This runtime's workspaces as the backend sees them, by workspace id."""
+        ...
+
+    def watch(self) -> EventWatch:
+        """Subscribe to backend events about this runtime's workspaces."""
+        ...
+
+    def disk_usage(self, handles: list[str]) -> dict[str, int]:
+        """Bytes of disk each workspace occupies (missing entries: not measurable)."""
         ...
 
 

@@ -1,9 +1,10 @@
 """The ``gvisor`` provider: Docker containers under runsc (gVisor), or runc as fallback.
 
-Each workspace is one container named ``aw-<workspace id>``, labelled so the runtime can
-find its own (``agent-workspaces.managed``, ``.id``, ``.instance``), limited in CPU,
-memory (no swap) and pids, on the isolated workspace network. Docker's exceptions are
-translated into ``WorkspaceError`` families here and nowhere else.
+Each workspace is a container ``aw-<workspace id>`` with a named volume of the same name
+mounted at ``/workspace``, both labelled so the runtime can find its own
+(``agent-workspaces.managed``, ``.id``, ``.instance``). The container is limited in CPU,
+memory (no swap) and pids and joins the isolated workspace network. Docker's exceptions
+are translated into ``WorkspaceError`` families here and nowhere else.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -20,20 +22,25 @@ from typing import Any
 import docker
 import docker.errors
 import requests
+from docker.types import Mount
 
 from runtime.errors import BadRequest, Conflict, NotFound, ProviderUnavailable, Timeout, WorkspaceError
 from runtime.messages import ExecResult, WorkspaceSpec
-from runtime.providers.base import LABEL_ID, LABEL_INSTANCE, LABEL_MANAGED, Probe
+from runtime.providers.base import LABEL_ID, LABEL_INSTANCE, LABEL_MANAGED, OUTPUT_LIMIT, BackendState, Probe
+from runtime.providers.diskusage import tree_usage
+from runtime.providers.docker_events import DockerEventWatch, exit_detail
 from runtime.providers.docker_exec import ExecStream, open_unix_exec, pump
 
-__all__ = ["MANAGED_NETWORK", "PIDS_LIMIT", "DockerProvider"]
+__all__ = ["ICC_OPTION", "MANAGED_NETWORK", "PIDS_LIMIT", "DockerProvider"]
 
 log = logging.getLogger(__name__)
 
 MANAGED_NETWORK = "workspace_net"
-PIDS_LIMIT = 4096
-_ICC_OPTION = "com.docker.network.bridge.enable_icc"
-_KILL_GRACE_S = 2.0
+ICC_OPTION = "com.docker.network.bridge.enable_icc"
+PIDS_LIMIT = 1024
+"""Host tasks per workspace. Under runsc this bounds the sandbox's own threads, so a fork
+bomb inside ends with the sandbox hitting its memory limit (see docs/limits.md)."""
+_DEADLINE_SLACK_S = 3.0
 _API_TIMEOUT_S = 60.0
 
 
@@ -49,11 +56,12 @@ class DockerProvider:
     """A blocking, thread-safe adapter to the Docker daemon.
 
     Args:
-        instance_id: This runtime's id, put on every container it creates.
+        instance_id: This runtime's id, put on every container and volume it creates.
         default_image: The image whose presence the health check verifies.
         network_name: The network workspaces join; empty means the managed ``workspace_net``.
         docker_host: The daemon address (``DOCKER_HOST`` syntax); ``None`` reads the environment.
         name: The provider's name in records and the ``providers`` op.
+        runtimes: OCI runtimes in order of preference; the first Docker has is used.
     """
 
     def __init__(
@@ -64,6 +72,7 @@ class DockerProvider:
         network_name: str = "",
         docker_host: str | None = None,
         name: str = "gvisor",
+        runtimes: tuple[str, ...] = ("runsc", "runc"),
     ) -> None:
         self.name = name
         self._instance_id = instance_id
@@ -71,11 +80,14 @@ class DockerProvider:
         self._network = network_name or MANAGED_NETWORK
         self._docker_host = docker_host if docker_host is not None else os.environ.get("DOCKER_HOST")
         self._socket_path = _unix_socket_path(self._docker_host)
+        self._preference = runtimes
         self._lock = threading.Lock()
         self._client: docker.DockerClient | None = None
-        self._runtime = "runsc"
+        self._runtime = runtimes[0]
         self._network_ready = False
-        self._warned_runc = False
+        self._warned_fallback = False
+        self._streams: dict[str, set[socket.socket]] = {}
+        self._paths: dict[str, tuple[str, ...]] = {}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -120,111 +132,191 @@ class DockerProvider:
                 self._client = docker.DockerClient(**kwargs)
             return self._client
 
+    def _labels(self, workspace_id: str) -> dict[str, str]:
+        return {LABEL_MANAGED: "true", LABEL_ID: workspace_id, LABEL_INSTANCE: self._instance_id}
+
     # ------------------------------------------------------------------ health
 
     def probe(self) -> Probe:
-        """Check the daemon, the runtime (runsc or the runc fallback) and the default image."""
+        """Check the daemon, the runtime (runsc or the fallback), the network and the image."""
         try:
             with self._errors("health check"):
                 client = self._docker()
-                runtimes: dict[str, Any] = client.info().get("Runtimes", {}) or {}
-                runtime = "runsc" if "runsc" in runtimes else "runc"
+                info = client.info()
+                available: dict[str, Any] = info.get("Runtimes", {}) or {}
+                runtime = next((name for name in self._preference if name in available), "runc")
                 self._runtime = runtime
                 notes = []
-                if runtime == "runc":
-                    notes.append("runsc is not registered with Docker: workspaces run on runc (no gVisor sandbox)")
-                    if not self._warned_runc:
-                        log.warning("Docker has no runsc runtime; workspaces fall back to runc (weaker isolation)")
-                        self._warned_runc = True
-                elif "--network=host" in (runtimes["runsc"].get("runtimeArgs") or []):
+                if runtime != self._preference[0]:
+                    notes.append(f"Docker has no {self._preference[0]} runtime: workspaces run on {runtime}")
+                    if not self._warned_fallback:
+                        log.warning(
+                            "Docker has no %s runtime; workspaces fall back to %s", self._preference[0], runtime
+                        )
+                        self._warned_fallback = True
+                if runtime == "runsc" and "--network=host" in (available["runsc"].get("runtimeArgs") or []):
                     notes.append(
                         "runsc uses --network=host inside each container's namespace (gVisor's netstack is off)"
                     )
-                try:
-                    client.images.get(self._default_image)
-                except docker.errors.ImageNotFound:
-                    return Probe(
-                        False, runtime, f"default image {self._default_image} is missing: run `make setup` to build it"
-                    )
-                return Probe(True, runtime, "; ".join(notes))
+                data_root = str(info.get("DockerRootDir", ""))
+                problem = self._network_problem(client) or self._image_problem(client)
+                if problem:
+                    return Probe(False, runtime, problem, data_root)
+                return Probe(True, runtime, "; ".join(notes), data_root)
         except WorkspaceError as exc:
             return Probe(False, self._runtime, exc.message)
+
+    def _image_problem(self, client: docker.DockerClient) -> str:
+        try:
+            client.images.get(self._default_image)
+        except docker.errors.ImageNotFound:
+            return f"default image {self._default_image} is missing: run `make setup` to build it"
+        return ""
+
+    def _network_problem(self, client: docker.DockerClient) -> str:
+        try:
+            network = client.networks.get(self._network)
+        except docker.errors.NotFound:
+            if self._network == MANAGED_NETWORK:
+                return ""  # created with the first workspace
+            return f"WORKSPACE_NETWORK_NAME={self._network!r}: no such Docker network"
+        if (network.attrs.get("Options") or {}).get(ICC_OPTION) != "false":
+            self._network_ready = False
+            return (
+                f"network {self._network} lets containers reach each other ({ICC_OPTION} is not false): "
+                f"recreate it with -o {ICC_OPTION}=false, or leave WORKSPACE_NETWORK_NAME empty"
+            )
+        return ""
 
     # ------------------------------------------------------------------ lifecycle
 
     def _ensure_network(self, client: docker.DockerClient) -> None:
         if self._network_ready:
             return
+        problem = self._network_problem(client)
+        if problem:
+            raise ProviderUnavailable(problem, retryable=False)
         try:
-            network = client.networks.get(self._network)
+            client.networks.get(self._network)
         except docker.errors.NotFound:
-            if self._network != MANAGED_NETWORK:
-                raise BadRequest(f"WORKSPACE_NETWORK_NAME={self._network!r}: no such Docker network") from None
             try:
-                network = client.networks.create(
+                client.networks.create(
                     MANAGED_NETWORK,
                     driver="bridge",
-                    options={_ICC_OPTION: "false"},
+                    options={ICC_OPTION: "false"},
                     labels={LABEL_MANAGED: "true"},
                     check_duplicate=True,
                 )
             except docker.errors.APIError as exc:
-                if exc.status_code != 409:
+                if exc.status_code != 409:  # another runtime created it meanwhile
                     raise
-                network = client.networks.get(MANAGED_NETWORK)
-        options = network.attrs.get("Options") or {}
-        if options.get(_ICC_OPTION) != "false":
-            log.warning(
-                "network %s allows inter-container traffic (%s is not false): workspaces can reach each other",
-                self._network,
-                _ICC_OPTION,
-            )
         self._network_ready = True
 
     def create(self, spec: WorkspaceSpec) -> str:
-        """Create and start the workspace's container; return its name."""
+        """Create the workspace's volume and container and start it; return its name."""
         handle = f"aw-{spec.workspace_id}"
         with self._errors(f"creating {spec.workspace_id}"):
             client = self._docker()
             self._ensure_network(client)
+            labels = self._labels(spec.workspace_id)
+            client.api.create_volume(handle, labels=labels)
             try:
-                container = client.containers.create(
+                client.api.create_container(
                     spec.image,
                     entrypoint=["sleep", "infinity"],
-                    command=[],
                     name=handle,
                     hostname=spec.workspace_id.replace("_", "-"),
-                    labels={LABEL_MANAGED: "true", LABEL_ID: spec.workspace_id, LABEL_INSTANCE: self._instance_id},
+                    labels=labels,
                     environment=spec.env,
                     working_dir="/workspace",
-                    runtime=self._runtime,
-                    nano_cpus=int(spec.cpu * 1e9),
-                    mem_limit=spec.memory_bytes,
-                    memswap_limit=spec.memory_bytes,
-                    pids_limit=PIDS_LIMIT,
-                    network=self._network,
-                    detach=True,
+                    host_config=client.api.create_host_config(
+                        runtime=self._runtime,
+                        init=True,  # tini as PID 1 reaps orphans; `sleep` alone would leave zombies
+                        nano_cpus=int(spec.cpu * 1e9),
+                        mem_limit=spec.memory_bytes,
+                        memswap_limit=spec.memory_bytes,
+                        pids_limit=PIDS_LIMIT,
+                        network_mode=self._network,
+                        mounts=[Mount("/workspace", handle, type="volume")],
+                    ),
                 )
-            except docker.errors.NotFound as exc:
-                if "network" in str(exc.explanation).lower():
+                client.api.start(handle)
+            except BaseException as exc:
+                if isinstance(exc, docker.errors.NotFound) and "network" in str(exc.explanation).lower():
                     self._network_ready = False
-                raise
-            try:
-                container.start()
-            except BaseException:
                 self._remove(client, handle)
                 raise
         return handle
 
     def destroy(self, handle: str) -> None:
-        """Remove the container (killing it); a missing container is not an error."""
+        """Remove the container (killing it) and its volume; missing ones are fine."""
+        self.cancel_execs(handle)
         with self._errors(f"destroying {handle}"):
             self._remove(self._docker(), handle)
+        self._paths.pop(handle, None)
 
     @staticmethod
     def _remove(client: docker.DockerClient, handle: str) -> None:
         with contextlib.suppress(docker.errors.NotFound):
             client.api.remove_container(handle, force=True, v=True)
+        with contextlib.suppress(docker.errors.NotFound):
+            client.api.remove_volume(handle, force=True)
+
+    # ------------------------------------------------------------------ observation
+
+    def inventory(self) -> dict[str, BackendState]:
+        """This runtime's containers by workspace id, running or not."""
+        with self._errors("listing workspaces"):
+            containers = self._docker().api.containers(
+                all=True, filters={"label": f"{LABEL_INSTANCE}={self._instance_id}"}
+            )
+        states = {}
+        for container in containers:
+            workspace_id = (container.get("Labels") or {}).get(LABEL_ID)
+            if not workspace_id:
+                continue
+            running = container.get("State") == "running"
+            detail = "" if running else f"the workspace's container is {container.get('Status', 'stopped').lower()}"
+            handle = (container.get("Names") or [f"/aw-{workspace_id}"])[0].lstrip("/")
+            states[workspace_id] = BackendState(
+                workspace_id=workspace_id, handle=handle, running=running, detail=detail
+            )
+        return states
+
+    def watch(self) -> DockerEventWatch:
+        """Docker's events about this runtime's containers (oom, die, destroy)."""
+        with self._errors("watching events"):
+            client = self._docker()
+            return DockerEventWatch(client, self._instance_id, lambda handle: exit_detail(client, handle))
+
+    def disk_usage(self, handles: list[str]) -> dict[str, int]:
+        """Bytes each workspace occupies: its volume plus its container's writable layer.
+
+        Measured on the host filesystem (the runtime runs beside the daemon); workspaces
+        whose directories cannot be found or read are left out.
+        """
+        usage: dict[str, int] = {}
+        for handle in handles:
+            paths = self._paths.get(handle)
+            if paths is None:
+                try:
+                    with self._errors(f"inspecting {handle}"):
+                        paths = self._data_paths(handle)
+                except WorkspaceError:
+                    continue
+                self._paths[handle] = paths
+            if all(os.path.isdir(path) for path in paths):
+                usage[handle] = tree_usage(*paths)
+        return usage
+
+    def _data_paths(self, handle: str) -> tuple[str, ...]:
+        api = self._docker().api
+        container = api.inspect_container(handle)
+        paths = [str((container.get("GraphDriver") or {}).get("Data", {}).get("UpperDir", ""))]
+        paths += [
+            str(mount.get("Source", "")) for mount in container.get("Mounts", []) if mount.get("Type") == "volume"
+        ]
+        return tuple(path for path in paths if path)
 
     # ------------------------------------------------------------------ exec
 
@@ -237,15 +329,18 @@ class DockerProvider:
         env: dict[str, str],
         stdin: bytes | None,
         timeout_s: float | None,
+        output_limit: int = OUTPUT_LIMIT,
     ) -> ExecResult:
         """Run ``argv`` in the container; on timeout the whole process group is killed.
 
-        The timeout is enforced inside the workspace by coreutils ``timeout`` (SIGTERM to
-        the command's process group, SIGKILL 2 s later); the runtime stops reading at the
-        same deadline plus a grace period whatever the image does.
+        The timeout is enforced inside the workspace by coreutils ``timeout -s KILL``: one
+        SIGKILL to the command's whole process group, which the kernel delivers atomically
+        with respect to forks in the group, so nothing it started survives (a SIGTERM first
+        would let ``timeout`` exit as soon as the command died, leaving its children). The
+        runtime stops reading at the deadline plus some slack whatever the image does.
         """
         if timeout_s is not None:
-            argv = ["timeout", "-k", f"{_KILL_GRACE_S:g}", f"{timeout_s:.3f}", *argv]
+            argv = ["timeout", "-s", "KILL", f"{timeout_s:.3f}", *argv]
         started = time.monotonic()
         with self._errors(f"exec in {handle}"):
             api = self._docker().api
@@ -253,17 +348,49 @@ class DockerProvider:
                 handle, argv, stdout=True, stderr=True, stdin=stdin is not None, workdir=cwd, environment=env or None
             )["Id"]
             stream = self._attach(api, exec_id)
+            self._track(handle, stream.sock, add=True)
             try:
-                deadline = None if timeout_s is None else started + timeout_s + _KILL_GRACE_S + 1.0
-                stdout, stderr, cut_off = pump(stream, stdin=stdin, deadline=deadline)
+                deadline = None if timeout_s is None else started + timeout_s + _DEADLINE_SLACK_S
+                stdout, stderr, cut_off = pump(stream, stdin=stdin, deadline=deadline, limit=output_limit)
             finally:
+                self._track(handle, stream.sock, add=False)
                 stream.sock.close()
             exit_code = self._exit_code(api, exec_id, cut_off)
+            if exit_code < 0 or exit_code >= 126:
+                self._raise_if_stopped(handle)
         elapsed = time.monotonic() - started
-        timed_out = cut_off or (timeout_s is not None and elapsed >= timeout_s and exit_code in (124, 137))
+        timed_out = cut_off or (timeout_s is not None and elapsed >= timeout_s and exit_code == 137)
         return ExecResult(
             exit_code=exit_code, stdout=stdout, stderr=stderr, timed_out=timed_out, duration_ms=elapsed * 1000.0
         )
+
+    def _raise_if_stopped(self, handle: str) -> None:
+        """An exec that ended abnormally may have ended with its workspace: say so."""
+        client = self._docker()
+        try:
+            running = client.api.inspect_container(handle)["State"].get("Running", False)
+        except docker.errors.NotFound:
+            raise Conflict("the workspace's container was removed while the command ran") from None
+        if not running:
+            raise Conflict(f"the command ended with its workspace: {exit_detail(client, handle)}")
+
+    def cancel_execs(self, handle: str) -> None:
+        """Shut down the sockets of every exec attached to ``handle`` (their reads end)."""
+        with self._lock:
+            sockets = list(self._streams.get(handle, ()))
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _track(self, handle: str, sock: socket.socket, *, add: bool) -> None:
+        with self._lock:
+            if add:
+                self._streams.setdefault(handle, set()).add(sock)
+            else:
+                live = self._streams.get(handle, set())
+                live.discard(sock)
+                if not live:
+                    self._streams.pop(handle, None)
 
     def _attach(self, api: docker.APIClient, exec_id: str) -> ExecStream:
         if self._socket_path is not None:
@@ -275,7 +402,10 @@ class DockerProvider:
     def _exit_code(api: docker.APIClient, exec_id: str, cut_off: bool) -> int:
         # Docker records the exit code just after closing the output stream; allow it a moment.
         for _ in range(50):
-            info = api.exec_inspect(exec_id)
+            try:
+                info = api.exec_inspect(exec_id)
+            except docker.errors.NotFound:
+                return -1  # the container went away with the exec
             if info.get("ExitCode") is not None and not info.get("Running"):
                 return int(info["ExitCode"])
             if cut_off:

@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass, field
 
 from runtime.errors import Conflict, NotFound, ProviderUnavailable
+from runtime.providers.base import OUTPUT_LIMIT
 
-__all__ = ["OUTPUT_LIMIT", "ExecStream", "open_unix_exec", "pump"]
+__all__ = ["ExecStream", "open_unix_exec", "pump"]
 
-OUTPUT_LIMIT = 8 << 20
 _HEADER = struct.Struct(">BxxxL")
 
 

@@ -1,0 +1,45 @@
+"""The ``stats`` op: workspaces, pool, host resources, alerts and per-workspace usage."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import psutil
+
+from runtime.messages import ACTIVE_STATES
+
+if TYPE_CHECKING:
+    from actors.context import ActorContext
+
+__all__ = ["snapshot"]
+
+psutil.cpu_percent(interval=None)  # the first reading only primes the counter
+
+
+def _disk_pct(path: str) -> float:
+    try:
+        return float(psutil.disk_usage(path).percent)
+    except OSError:
+        return 0.0
+
+
+def snapshot(ctx: ActorContext) -> dict[str, Any]:
+    """Everything ``stats`` reports, read from the boards (no backend calls)."""
+    by_state: dict[str, int] = {}
+    for entry in ctx.statelog.workspaces():
+        by_state[entry.record.state] = by_state.get(entry.record.state, 0) + 1
+    data_root = next((status.data_root for status in ctx.board.all() if status.data_root), "")
+    return {
+        "workspaces": sum(count for state, count in by_state.items() if state in ACTIVE_STATES),
+        "by_state": by_state,
+        "capacity": {"active": ctx.admission.count(), "limit": ctx.admission.limit},
+        "pool": {"size": 0, "target": ctx.settings.warm_pool_size, "claims": 0, "misses": 0, "refill_failures": 0},
+        "host": {
+            "cpu_pct": psutil.cpu_percent(interval=None),
+            "mem_pct": psutil.virtual_memory().percent,
+            "disk_pct": _disk_pct(data_root or str(ctx.settings.state_dir)),
+        },
+        "alerts": [msgspec.to_builtins(alert) for alert in ctx.alerts.active()],
+        "usage": {workspace_id: msgspec.to_builtins(usage) for workspace_id, usage in ctx.usage.all().items()},
+    }
