@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import ping
+from bench import ping, workspaces
 
-BENCHMARKS = {"ping": ping.main}
+BENCHMARKS = {"ping": ping.main, "workspaces": workspaces.main}
 
 
 def main() -> None:

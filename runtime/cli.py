@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -190,6 +191,75 @@ def _rm(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _providers(client: Client, args: argparse.Namespace) -> int:
+    statuses = client.providers()
+    if args.json:
+        _print_json(statuses)
+        return 0
+    now = time.time()
+    rows = [["NAME", "HEALTHY", "RUNTIME", "WORKSPACES", "CHECKED", "DETAIL"]]
+    for status in statuses:
+        healthy = "yes" if status.healthy else "NO"
+        checked = _age(status.checked_at, now)
+        rows.append([status.name, healthy, status.runtime, str(status.workspaces), checked, status.detail])
+    print(_table(rows))
+    return 0
+
+
+def _stats(client: Client, args: argparse.Namespace) -> int:
+    stats = client.stats()
+    if args.json:
+        _print_json(stats)
+        return 0
+    host, capacity, pool = stats["host"], stats["capacity"], stats["pool"]
+    print(f"workspaces  {stats['workspaces']} active of {capacity['limit']}  ({_states(stats['by_state'])})")
+    print(f"host        cpu {host['cpu_pct']:.0f}%  memory {host['mem_pct']:.0f}%  disk {host['disk_pct']:.0f}%")
+    print(f"pool        {pool['size']} of {pool['target']} warm, {pool['claims']} claims, {pool['misses']} misses")
+    for workspace_id, usage in sorted(stats["usage"].items()):
+        print(f"disk        {workspace_id}  {_size(usage['disk_used_bytes'])} of {_size(usage['disk_bytes'])}")
+    alerts = stats["alerts"]
+    print(f"alerts      {len(alerts) or 'none'}")
+    for alert in alerts:
+        print(f"  {alert['key']}: {alert['message']}")
+    return 0
+
+
+def _states(by_state: dict[str, int]) -> str:
+    return ", ".join(f"{count} {state}" for state, count in sorted(by_state.items())) or "none"
+
+
+def _extend(client: Client, args: argparse.Namespace) -> int:
+    record = client.extend(args.workspace_id, args.ttl)
+    if args.json:
+        _print_json(record)
+    else:
+        print(f"{record.id} expires {_age(record.expires_at, time.time())}")
+    return 0
+
+
+def _remote(spec: str) -> tuple[str, str] | None:
+    workspace_id, sep, path = spec.partition(":")
+    return (workspace_id, path) if sep and workspace_id.startswith("ws_") else None
+
+
+def _cp(client: Client, args: argparse.Namespace) -> int:
+    source, target = _remote(args.source), _remote(args.target)
+    if (source is None) == (target is None):
+        raise ConfigError("cp copies between this machine and a workspace: one side must be WORKSPACE_ID:PATH")
+    if target is not None:
+        data = sys.stdin.buffer.read() if args.source == "-" else Path(args.source).read_bytes()
+        client.write_file(target[0], target[1], data, mode=args.mode)
+        return 0
+    assert source is not None
+    data = client.read_file(source[0], source[1])
+    if args.target == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        Path(args.target).write_bytes(data)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workspaces", description="Isolated Linux workspaces for AI agents.")
     parser.add_argument("--version", action="version", version=f"agent-workspaces {__version__}")
@@ -236,10 +306,40 @@ def _parser() -> argparse.ArgumentParser:
 
     rm = commands.add_parser("rm", help="destroy workspaces")
     rm.add_argument("workspace_ids", nargs="+", metavar="workspace_id")
+
+    providers = commands.add_parser("providers", help="provider health, runtime and workspaces")
+    providers.add_argument("--json", action="store_true")
+
+    stats = commands.add_parser("stats", help="capacity, host resources, disk use and alerts")
+    stats.add_argument("--json", action="store_true")
+
+    extend = commands.add_parser("extend", help="move a workspace's expiry to now + TTL")
+    extend.add_argument("workspace_id")
+    extend.add_argument("ttl", type=float, metavar="SECONDS")
+    extend.add_argument("--json", action="store_true")
+
+    cp = commands.add_parser(
+        "cp",
+        help="copy a file into or out of a workspace (paths under /workspace)",
+        usage="workspaces cp LOCAL|- WORKSPACE_ID:PATH  |  workspaces cp WORKSPACE_ID:PATH LOCAL|-",
+    )
+    cp.add_argument("source")
+    cp.add_argument("target")
+    cp.add_argument("--mode", type=lambda text: int(text, 8), help="file mode in octal, e.g. 755 (uploads)")
     return parser
 
 
-_COMMANDS = {"create": _create, "exec": _exec, "ls": _ls, "get": _get, "rm": _rm}
+_COMMANDS = {
+    "create": _create,
+    "exec": _exec,
+    "ls": _ls,
+    "get": _get,
+    "rm": _rm,
+    "providers": _providers,
+    "stats": _stats,
+    "extend": _extend,
+    "cp": _cp,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

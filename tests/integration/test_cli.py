@@ -129,6 +129,41 @@ def test_the_readme_walkthrough_create_exec_uname_rm(env: dict[str, str], server
     assert "runtime stopped" in server.log
 
 
+def test_providers_stats_extend_and_cp(env: dict[str, str], server: Server, tmp_path: Path) -> None:
+    providers = cli(env, "providers")
+    assert providers.returncode == 0
+    header, row = providers.stdout.decode().splitlines()[:2]
+    assert header.split()[:4] == ["NAME", "HEALTHY", "RUNTIME", "WORKSPACES"]
+    assert row.split()[:3] == ["gvisor", "yes", "runsc"]
+    assert json.loads(cli(env, "providers", "--json").stdout)[0]["runtime"] == "runsc"
+
+    workspace_id = cli(env, "create", "--ttl", "60").stdout.decode().strip()
+    try:
+        extended = json.loads(cli(env, "extend", workspace_id, "7200", "--json").stdout)
+        assert extended["expires_at"] - extended["created_at"] > 7000
+
+        local = tmp_path / "script.py"
+        local.write_text("print('from a file')\n")
+        assert cli(env, "cp", str(local), f"{workspace_id}:tools/script.py", "--mode", "755").returncode == 0
+        ran = cli(env, "exec", workspace_id, "--", "python3", "tools/script.py")
+        assert ran.stdout == b"from a file\n"
+        assert cli(env, "exec", workspace_id, "--shell", "stat -c %a tools/script.py").stdout == b"755\n"
+        assert cli(env, "cp", "-", f"{workspace_id}:piped.bin", stdin=b"\x00\x01\x02").returncode == 0
+        assert cli(env, "cp", f"{workspace_id}:piped.bin", "-").stdout == b"\x00\x01\x02"
+        back = tmp_path / "back.py"
+        assert cli(env, "cp", f"{workspace_id}:tools/script.py", str(back)).returncode == 0
+        assert back.read_text() == local.read_text()
+        neither = cli(env, "cp", str(local), str(back))
+        assert neither.returncode == 2 and "one side must be WORKSPACE_ID:PATH" in neither.stderr.decode()
+
+        stats = cli(env, "stats")
+        assert stats.returncode == 0
+        assert "workspaces  1 active of 10" in stats.stdout.decode()
+        assert json.loads(cli(env, "stats", "--json").stdout)["workspaces"] == 1
+    finally:
+        cli(env, "rm", workspace_id)
+
+
 def test_client_errors_are_one_line_with_the_code_and_exit_non_zero(env: dict[str, str], server: Server) -> None:
     missing = cli(env, "exec", "ws_000000000000", "--", "true")
     assert missing.returncode == 1
