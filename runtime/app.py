@@ -250,7 +250,8 @@ class Runtime:
         if not self.settings.enabled:
             raise Disabled("agent workspaces are disabled: set ENABLE_AGENT_WORKSPACES=true and restart")
         ctx = self._ctx
-        assert ctx is not None
+        if ctx is None:
+            raise ProviderUnavailable("the runtime is starting; retry in a moment")
         reply_to = ReplyTo(identity, request.id)
         op = request.op
         if isinstance(args, CreateArgs):

@@ -62,7 +62,8 @@ apt_install() {
 
 runsc_version() {
   # "runsc version 0.0~20240729.0" -> 20240729 (empty when runsc is missing)
-  runsc --version 2>/dev/null | sed -n 's/^runsc version [0-9.]*~\{0,1\}\([0-9]\{8\}\).*/\1/p' | head -n 1
+  command -v runsc >/dev/null || return 0
+  { runsc --version 2>/dev/null || true; } | sed -n 's/^runsc version [0-9.]*~\{0,1\}\([0-9]\{8\}\).*/\1/p' | head -n 1
 }
 
 install_runsc() {
