@@ -16,6 +16,7 @@ __all__ = [
     "ACTIVE_STATES",
     "OPS",
     "AlertCleared",
+    "AlertEvent",
     "AlertRaised",
     "AnyEvent",
     "ArgsStruct",
@@ -266,8 +267,8 @@ class WorkspaceStateChanged(Event, tag="workspace.state", frozen=True):
     reason: str | None = None
 
 
-class AlertRaised(Event, frozen=True, tag="alert.raised"):
-    """A resource crossed its threshold; ``key`` names the condition (one alert per key)."""
+class AlertEvent(Event, frozen=True):
+    """What alert events carry; ``key`` names the condition (one alert per key)."""
 
     topic: ClassVar[str] = "alert"
     key: str
@@ -278,16 +279,12 @@ class AlertRaised(Event, frozen=True, tag="alert.raised"):
     workspace_id: str | None = None
 
 
-class AlertCleared(Event, frozen=True, tag="alert.cleared"):
+class AlertRaised(AlertEvent, frozen=True, tag="alert.raised"):
+    """A resource crossed its threshold."""
+
+
+class AlertCleared(AlertEvent, frozen=True, tag="alert.cleared"):
     """The condition of an earlier ``AlertRaised`` with the same ``key`` is over."""
-
-    topic: ClassVar[str] = "alert"
-    key: str
-    resource: str
-    message: str
-    value: float
-    limit: float
-    workspace_id: str | None = None
 
 
 AnyEvent = WorkspaceStateChanged | AlertRaised | AlertCleared

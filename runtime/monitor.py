@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import TypeVar
 
 import msgspec
 
 from runtime.messages import AlertCleared, AlertRaised
 
 __all__ = ["AlertBoard", "Usage", "UsageBoard"]
+
+AlertT = TypeVar("AlertT", AlertRaised, AlertCleared)
 
 
 class Usage(msgspec.Struct, frozen=True):
@@ -78,19 +81,21 @@ class AlertBoard:
         workspace_id: str | None = None,
     ) -> AlertRaised | AlertCleared | None:
         """Raise ``key`` when ``value >= threshold``, clear it when well below again."""
+
+        def event(kind: type[AlertT]) -> AlertT:
+            return kind(
+                key=key, resource=resource, message=message, value=value, limit=limit, workspace_id=workspace_id
+            )
+
         with self._lock:
             active = self._active.get(key)
             if active is None and value >= threshold:
-                raised = AlertRaised(
-                    key=key, resource=resource, message=message, value=value, limit=limit, workspace_id=workspace_id
-                )
+                raised = event(AlertRaised)
                 self._active[key] = msgspec.structs.replace(raised, ts=time.time())
                 return raised
             if active is not None and value < threshold * (1 - self._hysteresis):
                 del self._active[key]
-                return AlertCleared(
-                    key=key, resource=resource, message=message, value=value, limit=limit, workspace_id=workspace_id
-                )
+                return event(AlertCleared)
             return None
 
     def clear(self, key: str, message: str) -> AlertCleared | None:
