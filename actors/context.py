@@ -16,8 +16,9 @@ from runtime.admission import Admission
 from runtime.config import Settings
 from runtime.errors import InternalError, WorkspaceError
 from runtime.messages import Completed, Event, ReplyTo
-from runtime.monitor import AlertBoard, UsageBoard
+from runtime.monitor import AlertBoard, Sweeps, UsageBoard
 from runtime.outbox import Outbox
+from runtime.pool import Pool
 from runtime.providers.base import Provider, ProviderBoard
 from runtime.statelog import StateLog
 
@@ -41,6 +42,8 @@ class ActorContext:
         providers: The provider adapters by name.
         usage: The latest per-workspace measurements.
         alerts: The active alerts.
+        pools: The warm pool of each provider that keeps one.
+        sweeps: What the reaper did.
     """
 
     settings: Settings
@@ -53,6 +56,8 @@ class ActorContext:
     providers: Mapping[str, Provider]
     usage: UsageBoard
     alerts: AlertBoard
+    pools: Mapping[str, Pool]
+    sweeps: Sweeps
 
     def publish(self, event: Event | None) -> None:
         """Log and publish ``event`` (no-op for ``None``); does not wait for the write."""

@@ -14,6 +14,7 @@ budget.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -23,35 +24,35 @@ import msgspec
 import pykka
 
 from actors.context import ActorContext
+from actors.names import POOL, provider_name
 from actors.supervision import ChildActor, ChildSpec
 from actors.workspace import deliver
-from runtime.errors import ProviderUnavailable, WorkspaceError
+from runtime.errors import CapacityExceeded, ProviderUnavailable, WorkspaceError
 from runtime.messages import (
+    Adopt,
     AlertCleared,
     AlertRaised,
     BootWorkspace,
     Completed,
     ContainerEvent,
     CreateWorkspace,
+    DestroyWorkspace,
+    Refill,
     Resync,
     Tick,
 )
 from runtime.monitor import Usage
 from runtime.outbox import Outbox
+from runtime.pool import Pool, matches_pool
 from runtime.providers.base import BackendState, EventWatch, Probe, ProviderStatus
 from runtime.resources import new_workspace_id, resolve_create
 from runtime.ticker import Ticker
 
-__all__ = ["HealthReport", "ProviderActor", "provider_child", "provider_name"]
+__all__ = ["HealthReport", "ProviderActor", "provider_child"]
 
 log = logging.getLogger(__name__)
 
 _WATCH_BACKOFF_MAX_S = 10.0
-
-
-def provider_name(provider: str) -> str:
-    """The registry name of a provider's actor."""
-    return f"provider:{provider}"
 
 
 def provider_child(ctx: ActorContext, provider: str) -> ChildSpec:
@@ -128,26 +129,53 @@ class ProviderActor(ChildActor):
     # ------------------------------------------------------------------ admission
 
     def _create(self, message: CreateWorkspace) -> None:
+        """Serve a create from the warm pool when it matches, else admit a cold create."""
         assert self._outbox is not None
+        ctx = self._ctx
+        pool = ctx.pools.get(self._provider_name)
         try:
-            status = self._ctx.board.get(self._provider_name)
+            status = ctx.board.get(self._provider_name)
             if status is None or not status.healthy:
                 detail = status.detail if status is not None else "not checked yet"
                 raise ProviderUnavailable(f"provider {self._provider_name} is unhealthy: {detail}")
             workspace_id = new_workspace_id()
             entry = resolve_create(
-                self._ctx.settings,
+                ctx.settings,
                 message.args,
                 workspace_id=workspace_id,
                 provider=self._provider_name,
                 runtime=status.runtime,
                 now=time.time(),
             )
-            self._ctx.admission.reserve(workspace_id)
+            if pool is not None and not message.cold and matches_pool(ctx.settings, message.args):
+                member = pool.claim()
+                if member is not None:  # the member's actor answers, then asks for a refill
+                    deliver(ctx, self.supervisor, member, Adopt(message.reply_to, message.args))
+                    return
+            self._admit(workspace_id, pool)
         except WorkspaceError as exc:
             self._outbox.fail(message.reply_to, exc)
             return
-        deliver(self._ctx, self.supervisor, workspace_id, BootWorkspace(message.reply_to, entry))
+        deliver(ctx, self.supervisor, workspace_id, BootWorkspace(message.reply_to, entry))
+
+    def _admit(self, workspace_id: str, pool: Pool | None) -> None:
+        """Take a capacity slot, evicting an idle pool member if that is the only way."""
+        try:
+            self._ctx.admission.reserve(workspace_id)
+        except CapacityExceeded:
+            victim = pool.evict() if pool is not None else None
+            if victim is None:
+                raise
+            self._ctx.admission.swap(victim, workspace_id)
+            reason = "evicted from the warm pool to make room for a create"
+            deliver(self._ctx, self.supervisor, victim, DestroyWorkspace(None, reason=reason))
+            self._refill()
+
+    def _refill(self) -> None:
+        ref = self._ctx.registry.get(POOL)
+        if ref is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                ref.tell(Refill())
 
     # ------------------------------------------------------------------ watching
 

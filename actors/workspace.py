@@ -9,6 +9,7 @@ call is in flight; a crashed actor is restarted and rebuilds itself from the sta
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -18,17 +19,20 @@ import msgspec
 import pykka
 
 from actors.context import ActorContext
+from actors.names import POOL, provider_name, workspace_name
 from actors.supervision import ChildActor, ChildSpec, StartChild
 from runtime import files
 from runtime.errors import BadRequest, Conflict, InternalError, WorkspaceError
 from runtime.messages import (
+    Adopt,
     BootWorkspace,
     Completed,
     ContainerEvent,
+    CreateWorkspace,
     DestroyWorkspace,
-    ExecArgs,
     Extend,
     ReadFile,
+    Refill,
     ReplyTo,
     RunExec,
     State,
@@ -36,20 +40,16 @@ from runtime.messages import (
     WriteFile,
 )
 from runtime.outbox import Outbox
+from runtime.pool import Pool, adopt
 from runtime.providers.base import Provider
-from runtime.resources import check_env
+from runtime.resources import check_env, exec_argv, resolve_create
 
-__all__ = ["WorkspaceActor", "deliver", "exec_argv", "workspace_child", "workspace_name"]
+__all__ = ["WorkspaceActor", "deliver", "workspace_child"]
 
 log = logging.getLogger(__name__)
 
 _CALLS = {"exec": "command", "write_file": "file write", "read_file": "file read"}
 _OOM_COALESCE_S = 2.0
-
-
-def workspace_name(workspace_id: str) -> str:
-    """The registry name of a workspace's actor."""
-    return f"workspace:{workspace_id}"
 
 
 def workspace_child(ctx: ActorContext, workspace_id: str) -> ChildSpec:
@@ -73,17 +73,9 @@ def deliver(ctx: ActorContext, supervisor: pykka.ActorRef[Any], workspace_id: st
     supervisor.tell(StartChild(workspace_child(ctx, workspace_id), then=message))
 
 
-def exec_argv(args: ExecArgs) -> list[str]:
-    """The argv of an exec request: the list as given, or a string run by ``sh -c``."""
-    if args.timeout_s is not None and not args.timeout_s > 0:
-        raise BadRequest(f"timeout_s={args.timeout_s!r} must be > 0")
-    if isinstance(args.cmd, str):
-        if not args.cmd.strip():
-            raise BadRequest("cmd is empty")
-        return ["sh", "-c", args.cmd]
-    if not args.cmd or not args.cmd[0]:
-        raise BadRequest("cmd is empty")
-    return list(args.cmd)
+def provider_name_of(entry: StoredWorkspace | None, ctx: ActorContext) -> str:
+    """The registry name of the provider actor a workspace belongs to (the default one if unknown)."""
+    return provider_name(entry.record.provider if entry is not None else ctx.settings.default_provider)
 
 
 class WorkspaceActor(ChildActor):
@@ -105,6 +97,7 @@ class WorkspaceActor(ChildActor):
         self._destroy_waiters: list[ReplyTo | None] = []
         self._unrecorded_ooms = 0
         self._last_oom_recorded = -_OOM_COALESCE_S
+        self._destroy_reason: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -130,7 +123,9 @@ class WorkspaceActor(ChildActor):
         elif isinstance(message, RunExec | WriteFile | ReadFile):
             self._start_call(message)
         elif isinstance(message, DestroyWorkspace):
-            self._destroy(message.reply_to)
+            self._destroy(message.reply_to, message.reason)
+        elif isinstance(message, Adopt):
+            self._adopt(message)
         elif isinstance(message, ContainerEvent):
             self._container_event(message)
         elif isinstance(message, Extend):
@@ -182,9 +177,25 @@ class WorkspaceActor(ChildActor):
         return self._ctx.providers[self._entry.record.provider]
 
     def _end(self) -> None:
-        """The workspace no longer exists as far as capacity and measurements go."""
+        """The workspace no longer exists as far as capacity, measurements and the pool go."""
         self._ctx.admission.release(self._id)
         self._ctx.usage.forget(self._id)
+        if self._entry is not None and self._entry.pooled:
+            pool = self._ctx.pools.get(self._entry.record.provider)
+            if pool is not None:
+                pool.remove(self._id)
+            self._tell(POOL, Refill())
+
+    def _tell(self, name: str, message: Any) -> None:
+        ref = self._ctx.registry.get(name)
+        if ref is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                ref.tell(message)
+
+    def _pool(self) -> Pool | None:
+        if self._entry is None or not self._entry.pooled:
+            return None
+        return self._ctx.pools.get(self._entry.record.provider)
 
     # ------------------------------------------------------------------ create
 
@@ -203,13 +214,19 @@ class WorkspaceActor(ChildActor):
         self._run("boot", message.reply_to, lambda: provider.create(spec))
 
     def _booted(self, done: Completed) -> None:
+        pool = self._pool()
         if isinstance(done.error, WorkspaceError):
+            if pool is not None:
+                pool.failed(self._id)  # counted; the PoolActor retries at its next tick
             self._persist("failed", error=done.error.message, reason="create failed")
             self._end()
             self._reply(done.reply_to, error=done.error)
         elif self._state() == "creating":
             self._persist("ready", handle=str(done.value))
             assert self._entry is not None
+            if pool is not None:
+                pool.ready(self._id)
+                self._tell(POOL, Refill())  # the next member may boot now
             self._reply(done.reply_to, self._entry.record)
         else:  # the backend reported it dead before create returned
             assert self._entry is not None
@@ -235,10 +252,12 @@ class WorkspaceActor(ChildActor):
                 argv = exec_argv(args)
                 check_env(args.env)
                 kind = "exec"
+                # env given at create applies to every command (that is how pool members get theirs)
+                env = {**self._entry.spec.env, **args.env}
 
                 def call() -> object:
                     return provider.exec(
-                        handle, argv, cwd=args.cwd, env=args.env, stdin=args.stdin, timeout_s=args.timeout_s
+                        handle, argv, cwd=args.cwd, env=env, stdin=args.stdin, timeout_s=args.timeout_s
                     )
 
             elif isinstance(message, WriteFile):
@@ -277,6 +296,35 @@ class WorkspaceActor(ChildActor):
             self._reply(done.reply_to, error=Conflict(f"workspace {self._id} failed while the {what} ran: {error}"))
         else:
             self._reply(done.reply_to, error=done.error)
+
+    # ------------------------------------------------------------------ the warm pool
+
+    def _adopt(self, message: Adopt) -> None:
+        """Turn this pool member into the workspace a create asked for."""
+        entry = self._entry
+        if entry is None or not entry.pooled or entry.record.state != "ready":
+            # It failed or went away after it was claimed: serve the request cold.
+            self._tell(provider_name_of(entry, self._ctx), CreateWorkspace(message.reply_to, message.args, cold=True))
+            return
+        record = entry.record
+        try:
+            wanted = resolve_create(
+                self._ctx.settings,
+                message.args,
+                workspace_id=self._id,
+                provider=record.provider,
+                runtime=record.runtime,
+                now=time.time(),
+            )
+        except WorkspaceError as exc:  # validated before the claim; kept for safety
+            self._reply(message.reply_to, error=exc)
+            return
+        adopted = adopt(entry, wanted)
+        self._ctx.statelog.put_workspace(adopted, reason="claimed from the warm pool")
+        self._entry = adopted
+        log.info("workspace %s is ready (claimed from the warm pool)", self._id)
+        self._reply(message.reply_to, adopted.record)
+        self._tell(POOL, Refill())  # after the reply: the refill's work must not delay the claim
 
     # ------------------------------------------------------------------ expiry
 
@@ -317,12 +365,13 @@ class WorkspaceActor(ChildActor):
 
     # ------------------------------------------------------------------ destroy
 
-    def _destroy(self, reply_to: ReplyTo | None) -> None:
+    def _destroy(self, reply_to: ReplyTo | None, reason: str | None = None) -> None:
         state = self._state()
         if state == "destroyed":
             self._reply(reply_to, {})
             return
         self._destroy_waiters.append(reply_to)
+        self._destroy_reason = reason or self._destroy_reason
         if state in ("ready", "failed", "unknown") or (state == "creating" and self._inflight == 0):
             self._begin_destroy()
         # creating with a boot in flight, or already stopping: answered when that ends
@@ -331,7 +380,11 @@ class WorkspaceActor(ChildActor):
         if self._entry is None:
             self._destroy_waiters_done()
             return
-        self._persist("stopping", error=self._entry.record.error)
+        if self._entry.pooled:
+            pool = self._pool()
+            if pool is not None:
+                pool.remove(self._id)  # nobody may claim it any more
+        self._persist("stopping", error=self._entry.record.error, reason=self._destroy_reason)
         provider, handle = self._provider(), self._entry.handle
         # No handle: create failed before the backend named anything, and cleaned up itself.
         self._run("destroy", None, lambda: provider.destroy(handle) if handle else None)

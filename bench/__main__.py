@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import ping, workspaces
+from bench import ping, pool, workspaces
 
-BENCHMARKS = {"ping": ping.main, "workspaces": workspaces.main}
+BENCHMARKS = {"ping": ping.main, "workspaces": workspaces.main, "pool": pool.main}
 
 
 def main() -> None:

@@ -49,6 +49,12 @@ class Admission:
                 )
             self._active.add(workspace_id)
 
+    def swap(self, old: str, new: str) -> None:
+        """Hand ``old``'s slot to ``new`` (evicting a pool member for a create)."""
+        with self._lock:
+            self._active.discard(old)
+            self._active.add(new)
+
     def release(self, workspace_id: str) -> None:
         """Free the slot of ``workspace_id`` (no-op if it holds none)."""
         with self._lock:

@@ -20,7 +20,10 @@ import pykka
 import zmq
 
 from actors.context import ActorContext
-from actors.provider import provider_child, provider_name
+from actors.names import provider_name
+from actors.pool import pool_child
+from actors.provider import provider_child
+from actors.reaper import reaper_child
 from actors.supervision import Registry, Sync
 from actors.supervisor import Supervisor
 from actors.workspace import deliver
@@ -52,8 +55,9 @@ from runtime.messages import (
     WriteFile,
     WriteFileArgs,
 )
-from runtime.monitor import AlertBoard, UsageBoard
+from runtime.monitor import AlertBoard, Sweeps, UsageBoard
 from runtime.outbox import Outbox
+from runtime.pool import Pool, adopt_pool_members
 from runtime.providers.base import Provider, ProviderBoard, ProviderStatus
 from runtime.providers.docker import DockerProvider
 from runtime.statelog import StateLog
@@ -93,6 +97,7 @@ class Runtime:
         self._ctx: ActorContext | None = None
         self._failure: str | None = None
         self._failed = threading.Event()
+        self._instance_id = ""
         self.token = ""
 
     # ------------------------------------------------------------------ lifecycle
@@ -111,6 +116,7 @@ class Runtime:
             publisher["outbox"].publish(event)
 
         self._statelog = StateLog(settings.state_dir / "state", on_commit=publish)
+        self._instance_id = self._statelog.instance_id
         self._gateway = Gateway(
             self._zmq,
             token=self.token,
@@ -129,7 +135,7 @@ class Runtime:
         log.info(
             "runtime %s (instance %s) ready in %.0f ms: requests on %s, events on %s%s",
             __version__,
-            self._statelog.instance_id,
+            self._instance_id,
             (time.monotonic() - began) * 1000,
             self.endpoint,
             self.events_endpoint,
@@ -150,7 +156,10 @@ class Runtime:
                     network_name=settings.network_name,
                 )
             }
-        active = [entry.record.id for entry in statelog.workspaces() if entry.record.state in ACTIVE_STATES]
+        entries = statelog.workspaces()
+        active = [entry.record.id for entry in entries if entry.record.state in ACTIVE_STATES]
+        pools = {name: Pool(settings.warm_pool_size) for name in providers} if settings.warm_pool_size > 0 else {}
+        unwanted = adopt_pool_members(settings, entries, pools)
         registry = Registry()
         self._ctx = ActorContext(
             settings=settings,
@@ -163,8 +172,11 @@ class Runtime:
             providers=providers,
             usage=UsageBoard(),
             alerts=AlertBoard(),
+            pools=pools,
+            sweeps=Sweeps(settings.cleanup_interval_min * 60.0),
         )
         children = [provider_child(self._ctx, name) for name in providers]
+        children += [pool_child(self._ctx), reaper_child(self._ctx)]
         self._supervisor = Supervisor.start(registry, children, on_escalate=self._escalated)
         # Serve only once every provider has been checked: Sync is handled after on_start.
         self._supervisor.ask(Sync(), timeout=_START_TIMEOUT_S)
@@ -172,6 +184,8 @@ class Runtime:
             ref = registry.get(provider_name(name))
             if ref is not None:
                 ref.ask(Sync(), timeout=_START_TIMEOUT_S)
+        for workspace_id, reason in unwanted:
+            deliver(self._ctx, self._supervisor, workspace_id, DestroyWorkspace(None, reason=reason))
 
     def _escalated(self, reason: str) -> None:
         self._failure = reason
@@ -219,8 +233,8 @@ class Runtime:
     @property
     def instance_id(self) -> str:
         """This runtime's id (persisted in the state log), carried by its containers' labels."""
-        assert self._statelog is not None, "the runtime is not started"
-        return self._statelog.instance_id
+        assert self._instance_id, "the runtime was never started"
+        return self._instance_id
 
     @property
     def endpoint(self) -> str:
@@ -318,7 +332,7 @@ class Runtime:
         records = []
         for entry in self._statelog.workspaces():
             record = entry.record
-            if args.state is None and record.state == "destroyed":
+            if entry.pooled or (args.state is None and record.state == "destroyed"):
                 continue
             if args.state is not None and record.state != args.state:
                 continue

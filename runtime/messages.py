@@ -15,6 +15,7 @@ import msgspec
 __all__ = [
     "ACTIVE_STATES",
     "OPS",
+    "Adopt",
     "AlertCleared",
     "AlertEvent",
     "AlertRaised",
@@ -38,6 +39,7 @@ __all__ = [
     "OkReply",
     "ReadFile",
     "ReadFileArgs",
+    "Refill",
     "ReplyTo",
     "Request",
     "Resync",
@@ -109,11 +111,13 @@ class StoredWorkspace(msgspec.Struct, frozen=True, kw_only=True, tag="workspace.
         record: The public record.
         spec: How the workspace was asked for (env stays private).
         handle: The provider's own name for the workspace (e.g. the container name).
+        pooled: A warm pool member nobody has claimed yet (hidden from ``list``).
     """
 
     record: WorkspaceRecord
     spec: WorkspaceSpec
     handle: str = ""
+    pooled: bool = False
 
 
 # --------------------------------------------------------------------------- wire
@@ -265,6 +269,7 @@ class WorkspaceStateChanged(Event, tag="workspace.state", frozen=True):
     state: State
     record: WorkspaceRecord
     reason: str | None = None
+    pooled: bool = False
 
 
 class AlertEvent(Event, frozen=True):
@@ -300,16 +305,28 @@ class ReplyTo(msgspec.Struct, frozen=True):
 
 
 class CreateWorkspace(msgspec.Struct, frozen=True, tag="cmd.create"):
-    """Gateway -> ProviderActor: create a workspace."""
+    """Gateway -> ProviderActor: create a workspace (``cold``: do not take it from the pool)."""
+
+    reply_to: ReplyTo
+    args: CreateArgs
+    cold: bool = False
+
+
+class Adopt(msgspec.Struct, frozen=True, tag="cmd.adopt"):
+    """ProviderActor -> WorkspaceActor of a pool member: become the workspace ``args`` asks for."""
 
     reply_to: ReplyTo
     args: CreateArgs
 
 
-class BootWorkspace(msgspec.Struct, frozen=True, tag="cmd.boot"):
-    """ProviderActor -> WorkspaceActor: persist ``entry`` and create the workspace."""
+class Refill(msgspec.Struct, frozen=True, tag="cmd.refill"):
+    """-> PoolActor: a member was claimed, became ready or failed; top the pool up."""
 
-    reply_to: ReplyTo
+
+class BootWorkspace(msgspec.Struct, frozen=True, tag="cmd.boot"):
+    """-> WorkspaceActor: persist ``entry`` and create the workspace (no reply for pool members)."""
+
+    reply_to: ReplyTo | None
     entry: StoredWorkspace
 
 
@@ -366,9 +383,10 @@ class Resync(msgspec.Struct, frozen=True, tag="cmd.resync"):
 
 
 class DestroyWorkspace(msgspec.Struct, frozen=True, tag="cmd.destroy"):
-    """Gateway -> WorkspaceActor: destroy the workspace (idempotent)."""
+    """-> WorkspaceActor: destroy the workspace (idempotent); ``reason`` goes in the event."""
 
     reply_to: ReplyTo | None
+    reason: str | None = None
 
 
 class Completed(msgspec.Struct, frozen=True, tag="cmd.completed"):

@@ -16,7 +16,7 @@ import msgspec
 
 from runtime.messages import AlertCleared, AlertRaised
 
-__all__ = ["AlertBoard", "Usage", "UsageBoard"]
+__all__ = ["AlertBoard", "Sweeps", "Usage", "UsageBoard"]
 
 AlertT = TypeVar("AlertT", AlertRaised, AlertCleared)
 
@@ -117,3 +117,38 @@ class AlertBoard:
         """Every active alert, oldest first."""
         with self._lock:
             return sorted(self._active.values(), key=lambda alert: alert.ts)
+
+
+class Sweeps:
+    """What the reaper did, for ``stats``: last sweep, workspaces reaped, orphans removed."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._lock = threading.Lock()
+        self.interval_s = interval_s
+        self.last_sweep_at: float | None = None
+        self.sweeps = 0
+        self.reaped = 0
+        self.orphans = 0
+
+    def swept(self, reaped: int) -> None:
+        """A sweep ended, having sent ``reaped`` expired workspaces to be destroyed."""
+        with self._lock:
+            self.last_sweep_at = time.time()
+            self.sweeps += 1
+            self.reaped += reaped
+
+    def orphan_removed(self) -> None:
+        """An orphan container or volume was removed."""
+        with self._lock:
+            self.orphans += 1
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        """The counters as plain data."""
+        with self._lock:
+            return {
+                "interval_s": self.interval_s,
+                "last_sweep_at": self.last_sweep_at,
+                "sweeps": self.sweeps,
+                "reaped": self.reaped,
+                "orphans": self.orphans,
+            }

@@ -7,9 +7,9 @@ import secrets
 
 from runtime.config import Settings, parse_size
 from runtime.errors import BadRequest
-from runtime.messages import CreateArgs, StoredWorkspace, WorkspaceRecord, WorkspaceSpec
+from runtime.messages import CreateArgs, ExecArgs, StoredWorkspace, WorkspaceRecord, WorkspaceSpec
 
-__all__ = ["MIN_MEMORY_BYTES", "check_env", "new_workspace_id", "resolve_create"]
+__all__ = ["MIN_MEMORY_BYTES", "check_env", "exec_argv", "new_workspace_id", "resolve_create"]
 
 MIN_MEMORY_BYTES = 6 << 20  # Docker refuses less
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -96,3 +96,16 @@ def resolve_create(
         labels=dict(args.labels),
     )
     return StoredWorkspace(record=record, spec=spec)
+
+
+def exec_argv(args: ExecArgs) -> list[str]:
+    """The argv of an exec request: the list as given, or a string run by ``sh -c``."""
+    if args.timeout_s is not None and not args.timeout_s > 0:
+        raise BadRequest(f"timeout_s={args.timeout_s!r} must be > 0")
+    if isinstance(args.cmd, str):
+        if not args.cmd.strip():
+            raise BadRequest("cmd is empty")
+        return ["sh", "-c", args.cmd]
+    if not args.cmd or not args.cmd[0]:
+        raise BadRequest("cmd is empty")
+    return list(args.cmd)

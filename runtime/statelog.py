@@ -110,7 +110,9 @@ class StateLog:
     def put_workspace(self, entry: StoredWorkspace, reason: str | None = None, timeout: float = 30.0) -> Event:
         """Persist a workspace entry with its state-change event and wait until durable."""
         record = entry.record
-        event = WorkspaceStateChanged(workspace_id=record.id, state=record.state, record=record, reason=reason)
+        event = WorkspaceStateChanged(
+            workspace_id=record.id, state=record.state, record=record, reason=reason, pooled=entry.pooled
+        )
         return self.submit(event, entry).result(timeout)
 
     def _write_loop(self) -> None:

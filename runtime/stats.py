@@ -24,17 +24,32 @@ def _disk_pct(path: str) -> float:
         return 0.0
 
 
+def _pool(ctx: ActorContext) -> dict[str, int]:
+    """Every provider's pool, summed (sizes, target and counters)."""
+    total = {"size": 0, "target": 0, "booting": 0, "claims": 0, "misses": 0, "refill_failures": 0, "evictions": 0}
+    for pool in ctx.pools.values():
+        for key, value in msgspec.structs.asdict(pool.stats()).items():
+            total[key] += value
+    return total
+
+
 def snapshot(ctx: ActorContext) -> dict[str, Any]:
-    """Everything ``stats`` reports, read from the boards (no backend calls)."""
+    """Everything ``stats`` reports, read from the boards (no backend calls).
+
+    ``workspaces`` and ``by_state`` count requested workspaces; pool members are in
+    ``pool``; ``capacity.active`` counts both, as ``WORKSPACE_MAX_CONCURRENT`` does.
+    """
     by_state: dict[str, int] = {}
     for entry in ctx.statelog.workspaces():
-        by_state[entry.record.state] = by_state.get(entry.record.state, 0) + 1
+        if not entry.pooled:
+            by_state[entry.record.state] = by_state.get(entry.record.state, 0) + 1
     data_root = next((status.data_root for status in ctx.board.all() if status.data_root), "")
     return {
         "workspaces": sum(count for state, count in by_state.items() if state in ACTIVE_STATES),
         "by_state": by_state,
         "capacity": {"active": ctx.admission.count(), "limit": ctx.admission.limit},
-        "pool": {"size": 0, "target": ctx.settings.warm_pool_size, "claims": 0, "misses": 0, "refill_failures": 0},
+        "pool": _pool(ctx),
+        "reaper": ctx.sweeps.as_dict(),
         "host": {
             "cpu_pct": psutil.cpu_percent(interval=None),
             "mem_pct": psutil.virtual_memory().percent,

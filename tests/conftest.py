@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
+import docker.errors
 import pytest
 
 from runtime.app import Runtime
@@ -65,8 +68,6 @@ def docker_client() -> Iterator[Any]:
     At the end of the session, the managed workspace network is removed if this
     session created it.
     """
-    import docker
-
     try:
         client = docker.from_env(version="auto")
         client.ping()
@@ -80,27 +81,35 @@ def docker_client() -> Iterator[Any]:
     client.close()
 
 
-def leftover_containers(client: Any, instance_id: str) -> list[Any]:
-    """Containers a runtime instance created that still exist."""
-    return client.containers.list(
-        all=True, filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={instance_id}"]}
-    )
+def _labels(instance_id: str) -> dict[str, list[str]]:
+    return {"label": [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={instance_id}"]}
 
 
-def leftover_volumes(client: Any, instance_id: str) -> list[Any]:
-    """Volumes a runtime instance created that still exist."""
-    return client.volumes.list(filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={instance_id}"]})
+def leftover_containers(client: Any, instance_id: str) -> list[str]:
+    """Names of the containers a runtime instance created that still exist.
+
+    Listed in one call (the SDK's high-level list inspects each container and fails
+    when one disappears in between).
+    """
+    return [c["Names"][0].lstrip("/") for c in client.api.containers(all=True, filters=_labels(instance_id))]
+
+
+def leftover_volumes(client: Any, instance_id: str) -> list[str]:
+    """Names of the volumes a runtime instance created that still exist."""
+    return [v["Name"] for v in client.api.volumes(filters=_labels(instance_id)).get("Volumes") or []]
 
 
 def remove_leftovers(client: Any, instance_id: str) -> list[str]:
     """Remove what an instance left behind; return the names of what was removed."""
     containers = leftover_containers(client, instance_id)
-    for container in containers:
-        container.remove(force=True, v=True)
+    for name in containers:
+        with contextlib.suppress(docker.errors.NotFound):
+            client.api.remove_container(name, force=True, v=True)
     volumes = leftover_volumes(client, instance_id)
-    for volume in volumes:
-        volume.remove(force=True)
-    return [c.name for c in containers] + [v.name for v in volumes]
+    for name in volumes:
+        with contextlib.suppress(docker.errors.NotFound):
+            client.api.remove_volume(name, force=True)
+    return containers + volumes
 
 
 MakeDockerRuntime = Callable[..., Runtime]
@@ -113,7 +122,7 @@ def make_docker_runtime(make_settings: MakeSettings, docker_client: Any) -> Iter
     Keyword arguments go to the settings, except ``runtimes`` (the provider's OCI runtime
     preference, e.g. ``("runc",)``).
     """
-    started: list[Runtime] = []
+    started: list[tuple[Runtime, str]] = []
 
     def make(runtimes: tuple[str, ...] | None = None, **changes: Any) -> Runtime:
         settings = make_settings(**changes)
@@ -129,14 +138,13 @@ def make_docker_runtime(make_settings: MakeSettings, docker_client: Any) -> Iter
             }
 
         runtime = Runtime(settings, providers=providers).start()
-        started.append(runtime)
+        started.append((runtime, runtime.instance_id))
         return runtime
 
     yield make
     leaked: list[str] = []
-    for runtime in started:
-        instance_id = runtime.instance_id
-        runtime.stop()
+    for runtime, instance_id in started:
+        runtime.stop()  # stopping twice is harmless
         leaked += remove_leftovers(docker_client, instance_id)
     assert not leaked, f"the test left these behind: {leaked}"
 

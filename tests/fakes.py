@@ -47,18 +47,24 @@ class FakeProvider:
     cancelled: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     watches: list[FakeWatch] = field(default_factory=list)
+    created: int = 0
+    boot_gate: threading.Event | None = None
+    last_env: dict[str, str] = field(default_factory=dict)
     watching: threading.Event = field(default_factory=threading.Event)
 
     def probe(self) -> Probe:
         return Probe(self.healthy, "fake", "" if self.healthy else "fake provider switched off")
 
     def create(self, spec: WorkspaceSpec) -> str:
+        if self.boot_gate is not None:
+            self.boot_gate.wait(30)
         if self.fail_create is not None:
             raise self.fail_create
         if not self.healthy:
             raise ProviderUnavailable("fake provider switched off")
         with self.lock:
             self.workspaces[f"fake-{spec.workspace_id}"] = spec
+            self.created += 1
         return f"fake-{spec.workspace_id}"
 
     def exec(
@@ -73,6 +79,7 @@ class FakeProvider:
         output_limit: int = OUTPUT_LIMIT,
     ) -> ExecResult:
         self.exec_started.set()
+        self.last_env = dict(env)
         if self.gate is not None:
             self.gate.wait(30)
         with self.lock:

@@ -84,7 +84,8 @@ class DockerProvider:
         self._lock = threading.Lock()
         self._client: docker.DockerClient | None = None
         self._runtime = runtimes[0]
-        self._network_ready = False
+        self._network_id = ""
+        self._network_lock = threading.Lock()
         self._warned_fallback = False
         self._streams: dict[str, set[socket.socket]] = {}
         self._paths: dict[str, tuple[str, ...]] = {}
@@ -173,15 +174,31 @@ class DockerProvider:
             return f"default image {self._default_image} is missing: run `make setup` to build it"
         return ""
 
+    def _find_network(self, client: docker.DockerClient) -> dict[str, Any] | None:
+        """The workspace network by exact name (its list entry), or ``None``.
+
+        Docker does not make network names unique under concurrent creation; should
+        duplicates exist, the oldest is kept and the unused others are removed.
+        """
+        found: list[dict[str, Any]] = [
+            net for net in client.api.networks(names=[self._network]) if net.get("Name") == self._network
+        ]
+        if not found:
+            return None
+        found.sort(key=lambda net: str(net.get("Created", "")))
+        for extra in found[1:]:
+            with contextlib.suppress(docker.errors.APIError):
+                client.api.remove_network(extra["Id"])
+        return found[0]
+
     def _network_problem(self, client: docker.DockerClient) -> str:
-        try:
-            network = client.networks.get(self._network)
-        except docker.errors.NotFound:
+        network = self._find_network(client)
+        if network is None:
             if self._network == MANAGED_NETWORK:
                 return ""  # created with the first workspace
             return f"WORKSPACE_NETWORK_NAME={self._network!r}: no such Docker network"
-        if (network.attrs.get("Options") or {}).get(ICC_OPTION) != "false":
-            self._network_ready = False
+        if (network.get("Options") or {}).get(ICC_OPTION) != "false":
+            self._network_id = ""
             return (
                 f"network {self._network} lets containers reach each other ({ICC_OPTION} is not false): "
                 f"recreate it with -o {ICC_OPTION}=false, or leave WORKSPACE_NETWORK_NAME empty"
@@ -190,34 +207,34 @@ class DockerProvider:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _ensure_network(self, client: docker.DockerClient) -> None:
-        if self._network_ready:
-            return
-        problem = self._network_problem(client)
-        if problem:
-            raise ProviderUnavailable(problem, retryable=False)
-        try:
-            client.networks.get(self._network)
-        except docker.errors.NotFound:
-            try:
-                client.networks.create(
+    def _ensure_network(self, client: docker.DockerClient) -> str:
+        """The id of the workspace network, creating the managed one if it is missing."""
+        with self._network_lock:  # one creator at a time: concurrent creates make duplicates
+            if self._network_id:
+                return self._network_id
+            problem = self._network_problem(client)
+            if problem:
+                raise ProviderUnavailable(problem, retryable=False)
+            network = self._find_network(client)
+            if network is not None:
+                self._network_id = str(network["Id"])
+            else:
+                created = client.api.create_network(
                     MANAGED_NETWORK,
                     driver="bridge",
                     options={ICC_OPTION: "false"},
                     labels={LABEL_MANAGED: "true"},
                     check_duplicate=True,
                 )
-            except docker.errors.APIError as exc:
-                if exc.status_code != 409:  # another runtime created it meanwhile
-                    raise
-        self._network_ready = True
+                self._network_id = str(created["Id"])
+            return self._network_id
 
     def create(self, spec: WorkspaceSpec) -> str:
         """Create the workspace's volume and container and start it; return its name."""
         handle = f"aw-{spec.workspace_id}"
         with self._errors(f"creating {spec.workspace_id}"):
             client = self._docker()
-            self._ensure_network(client)
+            network_id = self._ensure_network(client)
             labels = self._labels(spec.workspace_id)
             client.api.create_volume(handle, labels=labels)
             try:
@@ -236,14 +253,14 @@ class DockerProvider:
                         mem_limit=spec.memory_bytes,
                         memswap_limit=spec.memory_bytes,
                         pids_limit=PIDS_LIMIT,
-                        network_mode=self._network,
+                        network_mode=network_id,
                         mounts=[Mount("/workspace", handle, type="volume")],
                     ),
                 )
                 client.api.start(handle)
             except BaseException as exc:
                 if isinstance(exc, docker.errors.NotFound) and "network" in str(exc.explanation).lower():
-                    self._network_ready = False
+                    self._network_id = ""  # removed behind our back: look it up (or create it) again
                 self._remove(client, handle)
                 raise
         return handle
@@ -265,11 +282,12 @@ class DockerProvider:
     # ------------------------------------------------------------------ observation
 
     def inventory(self) -> dict[str, BackendState]:
-        """This runtime's containers by workspace id, running or not."""
+        """This runtime's workspaces by id: containers running or not, and lone volumes."""
+        label = {"label": f"{LABEL_INSTANCE}={self._instance_id}"}
         with self._errors("listing workspaces"):
-            containers = self._docker().api.containers(
-                all=True, filters={"label": f"{LABEL_INSTANCE}={self._instance_id}"}
-            )
+            api = self._docker().api
+            containers = api.containers(all=True, filters=label)
+            volumes = api.volumes(filters=label).get("Volumes") or []
         states = {}
         for container in containers:
             workspace_id = (container.get("Labels") or {}).get(LABEL_ID)
@@ -281,6 +299,13 @@ class DockerProvider:
             states[workspace_id] = BackendState(
                 workspace_id=workspace_id, handle=handle, running=running, detail=detail
             )
+        for volume in volumes:
+            workspace_id = (volume.get("Labels") or {}).get(LABEL_ID)
+            if workspace_id and workspace_id not in states:
+                detail = "only the workspace's volume is left"
+                states[workspace_id] = BackendState(
+                    workspace_id=workspace_id, handle=str(volume["Name"]), running=False, detail=detail
+                )
         return states
 
     def watch(self) -> DockerEventWatch:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,3 +30,12 @@ def workspace_event(workspace_id: str, **fields: Any) -> Callable[[dict[str, Any
         return event.get("workspace_id") == workspace_id and all(event.get(k) == v for k, v in fields.items())
 
     return match
+
+
+def poll_until(condition: Callable[[], bool], timeout_s: float = 60.0, every_s: float = 0.05) -> None:
+    """Re-check ``condition`` until it holds; fail after ``timeout_s`` (a deadline, not a sleep)."""
+    deadline = time.monotonic() + timeout_s
+    pause = threading.Event()
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        pause.wait(every_s)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, leftover_containers
+from tests.conftest import ROOT, remove_leftovers
 
 pytestmark = pytest.mark.docker
 
@@ -93,9 +93,7 @@ def server(env: dict[str, str], docker_client: Any) -> Iterator[Server]:
         yield served
     finally:
         served.stop()
-        leaked = leftover_containers(docker_client, served.instance())
-        for container in leaked:
-            container.remove(force=True, v=True)
+        leaked = remove_leftovers(docker_client, served.instance())
         assert not leaked, "the server left containers behind"
 
 

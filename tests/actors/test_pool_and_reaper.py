@@ -1,0 +1,201 @@
+"""The warm pool and the reaper, through a real runtime on a fake provider."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from runtime.app import Runtime
+from runtime.client import Client, Subscriber
+from runtime.errors import CapacityExceeded
+from runtime.messages import WorkspaceSpec
+from tests.conftest import MakeSettings
+from tests.fakes import FakeProvider
+
+
+def wait_for(events: Subscriber, match: Any, timeout_s: float = 10.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, "the expected event never came"
+        _, event = events.recv(remaining)
+        if match(event):
+            return event
+
+
+def pool_ready(event: dict[str, Any]) -> bool:
+    return event.get("pooled") is True and event.get("state") == "ready"
+
+
+@pytest.fixture
+def provider() -> FakeProvider:
+    return FakeProvider()
+
+
+def start(make_settings: MakeSettings, provider: FakeProvider, **changes: Any) -> Runtime:
+    return Runtime(make_settings(**changes), providers={"gvisor": provider})
+
+
+@pytest.fixture
+def pooled(make_settings: MakeSettings, provider: FakeProvider) -> Iterator[tuple[Runtime, Subscriber, Client]]:
+    runtime = start(make_settings, provider, warm_pool_size=2, max_concurrent=4)
+    # Subscribe before the pool fills, through the runtime's own context.
+    runtime.start()
+    with runtime.subscribe(("workspace",)) as events, runtime.client(timeout_s=10) as client:
+        yield runtime, events, client
+    runtime.stop()
+
+
+def fill(events: Subscriber, client: Client, count: int) -> None:
+    while client.stats()["pool"]["size"] < count:
+        wait_for(events, pool_ready)
+
+
+def test_a_matching_create_is_served_from_the_pool_with_its_labels_env_and_ttl(
+    pooled: tuple[Runtime, Subscriber, Client], provider: FakeProvider
+) -> None:
+    _, events, client = pooled
+    fill(events, client, 2)
+    created_before = provider.created
+    record = client.create(labels={"task": "7"}, env={"TOKEN": "x"}, ttl_seconds=120)
+    assert record.from_pool
+    assert record.labels == {"task": "7"}
+    assert record.expires_at == pytest.approx(record.created_at + 120)
+    assert provider.created == created_before  # no boot on the claim's path
+    client.exec(record.id, ["true"], env={"MORE": "y"})
+    assert provider.last_env == {"TOKEN": "x", "MORE": "y"}
+    assert [r.id for r in client.list()] == [record.id]  # pool members stay hidden
+    stats = client.stats()["pool"]
+    assert (stats["claims"], stats["target"]) == (1, 2)
+    fill(events, client, 2)  # refilled in the background
+    client.destroy(record.id)
+
+
+def test_a_request_of_another_shape_is_served_cold(pooled: tuple[Runtime, Subscriber, Client]) -> None:
+    _, events, client = pooled
+    fill(events, client, 2)
+    record = client.create(memory="512M")
+    assert not record.from_pool
+    assert record.memory_bytes == 512 << 20
+    assert client.stats()["pool"]["size"] == 2
+    client.destroy(record.id)
+
+
+def test_an_empty_pool_is_a_miss_served_cold(make_settings: MakeSettings, provider: FakeProvider) -> None:
+    provider.boot_gate = threading.Event()  # the pool's member cannot finish booting yet
+    runtime = start(make_settings, provider, warm_pool_size=1).start()
+    try:
+        with runtime.client(timeout_s=10) as client, runtime.client(timeout_s=10) as watcher:
+            outcome: list[Any] = []
+            creating = threading.Thread(target=lambda: outcome.append(client.create()))
+            creating.start()
+            deadline = time.monotonic() + 10
+            while watcher.stats()["pool"]["misses"] < 1 and time.monotonic() < deadline:
+                pass  # the create found the pool empty and went cold (its boot waits at the gate)
+            provider.boot_gate.set()
+            creating.join(10)
+            [record] = outcome
+            assert not record.from_pool
+            assert client.stats()["pool"]["misses"] == 1
+            client.destroy(record.id)
+    finally:
+        runtime.stop()
+
+
+def test_pool_members_count_against_capacity_but_give_way_to_creates(
+    pooled: tuple[Runtime, Subscriber, Client],
+) -> None:
+    _, events, client = pooled
+    fill(events, client, 2)
+    a = client.create(cpu=0.5)  # cold: 3 of 4 slots used
+    b = client.create(cpu=0.5)  # cold: the last slot
+    c = client.create(cpu=0.5)  # full: an idle member is evicted for it
+    assert client.stats()["pool"]["evictions"] == 1
+    d = client.create(cpu=0.5)  # and the other one
+    with pytest.raises(CapacityExceeded):
+        client.create(cpu=0.5)
+    assert client.stats()["capacity"] == {"active": 4, "limit": 4}
+    for record in (a, b, c, d):
+        client.destroy(record.id)
+
+
+def test_pool_members_are_readopted_after_a_restart(make_settings: MakeSettings, provider: FakeProvider) -> None:
+    settings = make_settings(warm_pool_size=2)
+    runtime = Runtime(settings, providers={"gvisor": provider}).start()
+    with runtime.subscribe(("workspace",)) as events, runtime.client() as client:
+        fill(events, client, 2)
+    runtime.stop()
+    booted = provider.created
+    runtime = Runtime(settings, providers={"gvisor": provider}).start()
+    try:
+        with runtime.client() as client:
+            assert client.stats()["pool"]["size"] == 2
+            assert client.create().from_pool
+            assert provider.created <= booted + 1  # only the refill boots
+    finally:
+        runtime.stop()
+
+
+def test_a_restart_with_a_smaller_pool_destroys_the_members_it_no_longer_wants(
+    make_settings: MakeSettings, provider: FakeProvider
+) -> None:
+    runtime = Runtime(make_settings(warm_pool_size=2), providers={"gvisor": provider}).start()
+    with runtime.subscribe(("workspace",)) as events, runtime.client() as client:
+        fill(events, client, 2)
+    runtime.stop()
+    assert len(provider.workspaces) == 2
+    runtime = Runtime(make_settings(warm_pool_size=1), providers={"gvisor": provider}).start()
+    try:
+        with runtime.subscribe(("workspace",)) as events, runtime.client() as client:
+            client.ping()
+            if len(provider.workspaces) > 1:
+                wait_for(events, lambda e: e["pooled"] and e["state"] == "destroyed")
+            assert len(provider.workspaces) == 1
+            assert client.stats()["pool"]["size"] == 1
+    finally:
+        runtime.stop()
+
+
+def test_the_reaper_destroys_expired_workspaces_but_not_persistent_ones(
+    make_settings: MakeSettings, provider: FakeProvider
+) -> None:
+    runtime = start(make_settings, provider, cleanup_interval_min=0.002).start()  # every 0.12 s
+    try:
+        with runtime.subscribe(("workspace",)) as events, runtime.client() as client:
+            client.ping()
+            short = client.create(ttl_seconds=0.3)
+            keeper = client.create(persistent=True)
+            event = wait_for(events, lambda e: e["workspace_id"] == short.id and e["state"] == "stopping")
+            assert str(event["reason"]).startswith("expired at ")
+            wait_for(events, lambda e: e["workspace_id"] == short.id and e["state"] == "destroyed")
+            assert client.get(keeper.id).state == "ready"
+            reaper = client.stats()["reaper"]
+            assert reaper["reaped"] == 1 and reaper["sweeps"] >= 1
+            client.destroy(keeper.id)
+    finally:
+        runtime.stop()
+
+
+def test_the_reaper_removes_orphans_after_a_grace_period(make_settings: MakeSettings, provider: FakeProvider) -> None:
+    runtime = start(make_settings, provider, cleanup_interval_min=0.002).start()
+    try:
+        with runtime.client() as client:
+            gone = client.create()
+            client.destroy(gone.id)
+            spec = WorkspaceSpec(
+                workspace_id="ws_0rphan000000", image="i", cpu=1.0, memory_bytes=1, disk_bytes=1, env={}, labels={}
+            )
+            with provider.lock:  # a labelled container the log knows nothing about, and a leftover
+                provider.workspaces["fake-ws_0rphan000000"] = spec
+                provider.workspaces[f"fake-{gone.id}"] = spec
+            deadline = time.monotonic() + 10
+            while client.stats()["reaper"]["orphans"] < 2 and time.monotonic() < deadline:
+                pass  # sweeps run every 0.12 s; an orphan goes at its second sighting
+            assert client.stats()["reaper"]["orphans"] == 2
+            assert provider.workspaces == {}
+    finally:
+        runtime.stop()
