@@ -199,3 +199,55 @@ def test_the_reaper_removes_orphans_after_a_grace_period(make_settings: MakeSett
             assert provider.workspaces == {}
     finally:
         runtime.stop()
+
+
+def test_a_crashed_pool_or_reaper_is_restarted_without_touching_workspaces(
+    make_settings: MakeSettings, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from actors.names import POOL, REAPER
+    from actors.pool import PoolActor
+    from actors.supervision import Sync
+    from runtime.messages import Completed, Refill
+
+    runtime = start(make_settings, provider, warm_pool_size=1).start()
+    try:
+        with runtime.subscribe(("workspace",)) as events, runtime.client() as client:
+            fill(events, client, 1)
+            record = client.create(cpu=0.5)
+            registry = runtime._ctx.registry  # type: ignore[union-attr]
+            supervisor = runtime._supervisor
+            assert supervisor is not None
+            reaper, pool = registry.get(REAPER), registry.get(POOL)
+            assert reaper is not None and pool is not None
+
+            reaper.tell(Completed("inventory", None, value=["not", "a", "mapping"]))  # makes it crash
+            real_refill = PoolActor._refill
+            calls: list[int] = []
+
+            def refill_once_broken(self: PoolActor) -> None:
+                calls.append(1)
+                if len(calls) == 1:
+                    raise RuntimeError("injected")
+                real_refill(self)
+
+            monkeypatch.setattr(PoolActor, "_refill", refill_once_broken)
+            pool.tell(Refill())
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                supervisor.ask(Sync(), timeout=5)
+                new_reaper, new_pool = registry.get(REAPER), registry.get(POOL)
+                if (
+                    new_reaper is not None
+                    and new_pool is not None
+                    and new_reaper.actor_urn != reaper.actor_urn
+                    and new_pool.actor_urn != pool.actor_urn
+                ):
+                    break
+            else:
+                pytest.fail("the pool and the reaper were not both restarted")
+            assert client.exec(record.id, ["true"]).exit_code == 0
+            assert client.get(record.id).state == "ready"
+            assert client.stats()["pool"]["size"] == 1
+            client.destroy(record.id)
+    finally:
+        runtime.stop()
