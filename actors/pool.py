@@ -19,12 +19,11 @@ import pykka
 
 from actors.context import ActorContext
 from actors.names import POOL
-from actors.supervision import ChildActor, ChildSpec
+from actors.supervision import ChildActor, ChildSpec, child_spec
 from actors.workspace import deliver
 from runtime.errors import CapacityExceeded, WorkspaceError
 from runtime.messages import BootWorkspace, CreateArgs, Refill, Tick
 from runtime.resources import new_workspace_id, resolve_create
-from runtime.ticker import Ticker
 
 __all__ = ["PoolActor", "pool_child"]
 
@@ -33,11 +32,7 @@ log = logging.getLogger(__name__)
 
 def pool_child(ctx: ActorContext) -> ChildSpec:
     """The child spec of the PoolActor (permanent)."""
-
-    def start(supervisor: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
-        return PoolActor.start(supervisor, ctx)
-
-    return ChildSpec(POOL, start, "permanent")
+    return child_spec(POOL, PoolActor, ctx)
 
 
 class PoolActor(ChildActor):
@@ -51,16 +46,10 @@ class PoolActor(ChildActor):
     def __init__(self, supervisor: pykka.ActorRef[Any], ctx: ActorContext) -> None:
         super().__init__(supervisor, POOL)
         self._ctx = ctx
-        self._ticker: Ticker | None = None
 
     def started(self) -> None:
-        actor = self.actor_ref
-        self._ticker = Ticker(self._ctx.settings.health_interval_s, lambda: actor.tell(Tick()), "pool-refill").start()
-        actor.tell(Refill())
-
-    def stopped(self) -> None:
-        if self._ticker is not None:
-            self._ticker.stop()
+        self.every(self._ctx.settings.health_interval_s, Tick())
+        self.actor_ref.tell(Refill())
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, Refill | Tick):

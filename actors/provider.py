@@ -25,7 +25,7 @@ import pykka
 
 from actors.context import ActorContext
 from actors.names import POOL, provider_name
-from actors.supervision import ChildActor, ChildSpec
+from actors.supervision import ChildActor, ChildSpec, child_spec
 from actors.workspace import deliver
 from runtime.errors import CapacityExceeded, ProviderUnavailable, WorkspaceError
 from runtime.messages import (
@@ -46,7 +46,6 @@ from runtime.outbox import Outbox
 from runtime.pool import Pool, matches_pool
 from runtime.providers.base import BackendState, EventWatch, Probe, ProviderStatus
 from runtime.resources import new_workspace_id, resolve_create
-from runtime.ticker import Ticker
 
 __all__ = ["HealthReport", "ProviderActor", "provider_child"]
 
@@ -57,11 +56,7 @@ _WATCH_BACKOFF_MAX_S = 10.0
 
 def provider_child(ctx: ActorContext, provider: str) -> ChildSpec:
     """The child spec of the ProviderActor for ``provider`` (permanent)."""
-
-    def start(supervisor: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
-        return ProviderActor.start(supervisor, ctx, provider)
-
-    return ChildSpec(provider_name(provider), start, "permanent")
+    return child_spec(provider_name(provider), ProviderActor, ctx, provider)
 
 
 class HealthReport(msgspec.Struct, frozen=True):
@@ -87,7 +82,6 @@ class ProviderActor(ChildActor):
         self._provider_name = provider
         self._provider = ctx.providers[provider]
         self._outbox: Outbox | None = None
-        self._ticker: Ticker | None = None
         self._checking = False
         self._stop_watching = threading.Event()
         self._watch: EventWatch | None = None
@@ -97,18 +91,13 @@ class ProviderActor(ChildActor):
     def started(self) -> None:
         self._outbox = self._ctx.outbox()
         self._apply(HealthReport(self._provider.probe()))
-        actor = self.actor_ref
-        self._ticker = Ticker(
-            self._ctx.settings.health_interval_s, lambda: actor.tell(Tick()), f"health-{self._provider_name}"
-        ).start()
+        self.every(self._ctx.settings.health_interval_s, Tick())
         threading.Thread(target=self._watch_loop, name=f"watch-{self._provider_name}", daemon=True).start()
 
     def stopped(self) -> None:
         self._stop_watching.set()
         if self._watch is not None:
             self._watch.close()
-        if self._ticker is not None:
-            self._ticker.stop()
         if self._outbox is not None:
             self._outbox.close()
 

@@ -25,12 +25,11 @@ import pykka
 
 from actors.context import ActorContext
 from actors.names import REAPER
-from actors.supervision import ChildActor, ChildSpec
+from actors.supervision import ChildActor, ChildSpec, child_spec
 from actors.workspace import deliver
 from runtime.errors import WorkspaceError
 from runtime.messages import Completed, DestroyWorkspace, Tick
 from runtime.providers.base import BackendState, Provider
-from runtime.ticker import Ticker
 
 __all__ = ["ReaperActor", "reaper_child"]
 
@@ -39,11 +38,7 @@ log = logging.getLogger(__name__)
 
 def reaper_child(ctx: ActorContext) -> ChildSpec:
     """The child spec of the ReaperActor (permanent)."""
-
-    def start(supervisor: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
-        return ReaperActor.start(supervisor, ctx)
-
-    return ChildSpec(REAPER, start, "permanent")
+    return child_spec(REAPER, ReaperActor, ctx)
 
 
 class ReaperActor(ChildActor):
@@ -57,18 +52,12 @@ class ReaperActor(ChildActor):
     def __init__(self, supervisor: pykka.ActorRef[Any], ctx: ActorContext) -> None:
         super().__init__(supervisor, REAPER)
         self._ctx = ctx
-        self._ticker: Ticker | None = None
         self._listing = False
         self._suspects: set[tuple[str, str]] = set()
 
     def started(self) -> None:
-        actor = self.actor_ref
-        self._ticker = Ticker(self._ctx.sweeps.interval_s, lambda: actor.tell(Tick()), "reaper").start()
-        actor.tell(Tick())
-
-    def stopped(self) -> None:
-        if self._ticker is not None:
-            self._ticker.stop()
+        self.every(self._ctx.sweeps.interval_s, Tick())
+        self.actor_ref.tell(Tick())
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, Tick):

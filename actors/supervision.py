@@ -23,7 +23,9 @@ from typing import Any, Literal
 import msgspec
 import pykka
 
-__all__ = ["ChildActor", "ChildExited", "ChildSpec", "Registry", "Restart", "StartChild", "Sync"]
+from runtime.ticker import Ticker
+
+__all__ = ["ChildActor", "ChildExited", "ChildSpec", "Registry", "Restart", "StartChild", "Sync", "child_spec"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,15 @@ class ChildSpec:
     name: str
     start: Callable[[pykka.ActorRef[Any]], pykka.ActorRef[Any]]
     restart: Restart = "permanent"
+
+
+def child_spec(name: str, actor: type[ChildActor], *args: Any, restart: Restart = "permanent") -> ChildSpec:
+    """The spec of a child started as ``actor.start(supervisor, *args)``."""
+
+    def start(supervisor: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
+        return actor.start(supervisor, *args)
+
+    return ChildSpec(name, start, restart)
 
 
 class StartChild(msgspec.Struct, frozen=True, tag="sup.start"):
@@ -112,6 +123,12 @@ class ChildActor(pykka.ThreadingActor):
         super().__init__()
         self.supervisor = supervisor
         self.name = name
+        self._tickers: list[Ticker] = []
+
+    def every(self, interval_s: float, message: Any) -> None:
+        """Tell this actor ``message`` every ``interval_s`` seconds until it stops."""
+        actor = self.actor_ref
+        self._tickers.append(Ticker(interval_s, lambda: actor.tell(message), f"{self.name}-ticker").start())
 
     def started(self) -> None:
         """Set up, in the actor's own thread, before the first message."""
@@ -150,6 +167,8 @@ class ChildActor(pykka.ThreadingActor):
         return self.handle(message)
 
     def _cleanup(self) -> None:
+        for ticker in self._tickers:
+            ticker.stop()
         try:
             self.stopped()
         except Exception:

@@ -20,7 +20,7 @@ import pykka
 
 from actors.context import ActorContext
 from actors.names import POOL, provider_name, workspace_name
-from actors.supervision import ChildActor, ChildSpec, StartChild
+from actors.supervision import ChildActor, ChildSpec, StartChild, child_spec
 from runtime import files
 from runtime.errors import BadRequest, Conflict, InternalError, WorkspaceError
 from runtime.messages import (
@@ -54,11 +54,7 @@ _OOM_COALESCE_S = 2.0
 
 def workspace_child(ctx: ActorContext, workspace_id: str) -> ChildSpec:
     """The child spec of a workspace's actor (transient: restarted only after a crash)."""
-
-    def start(supervisor: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
-        return WorkspaceActor.start(supervisor, ctx, workspace_id)
-
-    return ChildSpec(workspace_name(workspace_id), start, "transient")
+    return child_spec(workspace_name(workspace_id), WorkspaceActor, ctx, workspace_id, restart="transient")
 
 
 def deliver(ctx: ActorContext, supervisor: pykka.ActorRef[Any], workspace_id: str, message: Any) -> None:
@@ -385,9 +381,17 @@ class WorkspaceActor(ChildActor):
             if pool is not None:
                 pool.remove(self._id)  # nobody may claim it any more
         self._persist("stopping", error=self._entry.record.error, reason=self._destroy_reason)
-        provider, handle = self._provider(), self._entry.handle
-        # No handle: create failed before the backend named anything, and cleaned up itself.
-        self._run("destroy", None, lambda: provider.destroy(handle) if handle else None)
+        provider, handle, workspace_id = self._provider(), self._entry.handle, self._id
+
+        def destroy() -> None:
+            # No handle yet (the create never answered, e.g. the runtime stopped meanwhile):
+            # whatever the backend made for this workspace is found by its labels.
+            found = provider.inventory().get(workspace_id) if not handle else None
+            target = handle or (found.handle if found is not None else "")
+            if target:
+                provider.destroy(target)
+
+        self._run("destroy", None, destroy)
 
     def _destroyed(self, done: Completed) -> None:
         if isinstance(done.error, WorkspaceError):

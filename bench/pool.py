@@ -13,20 +13,18 @@ import argparse
 import tempfile
 import threading
 import time
-from pathlib import Path
 
+from bench.common import bench_settings, docker_providers
 from bench.stats import summary, table
 from runtime.app import Runtime
 from runtime.client import Client
-from runtime.config import load_settings
-from runtime.providers.docker import DockerProvider
 
 POOL_SIZE = 5
 
 
 def _wait_full(client: Client) -> None:
     pause = threading.Event()
-    while client.stats()["pool"]["size"] < POOL_SIZE:
+    while (pool := client.stats()["pool"])["size"] < POOL_SIZE or pool["booting"]:
         pause.wait(0.05)
 
 
@@ -38,22 +36,8 @@ def main() -> None:
     parser.add_argument("--runtime", default="runsc")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as state:
-        settings = load_settings(env={}).replace(
-            enabled=True,
-            state_dir=Path(state),
-            zmq_endpoint="tcp://127.0.0.1:*",
-            zmq_events_endpoint="tcp://127.0.0.1:*",
-            default_cpu=1.0,
-            default_memory=512 << 20,
-            warm_pool_size=POOL_SIZE,
-            max_concurrent=100,
-        )
-
-        def providers(instance_id: str) -> dict[str, DockerProvider]:
-            provider = DockerProvider(
-                instance_id=instance_id, default_image=settings.default_image, runtimes=(args.runtime,)
-            )
-            return {"gvisor": provider}
+        settings = bench_settings(state, warm_pool_size=POOL_SIZE)
+        providers = docker_providers(settings, args.runtime)
 
         claims: list[float] = []
         colds: list[float] = []
@@ -78,6 +62,7 @@ def main() -> None:
                 colds.append(time.perf_counter() - began)
                 client.destroy(record.id)
             stats = client.stats()["pool"]
+            _wait_full(client)  # no boot in flight when the runtime stops
         # leave nothing behind: a restart without a pool destroys the members
         with (
             Runtime(settings.replace(warm_pool_size=0), providers=providers) as cleaner,

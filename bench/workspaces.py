@@ -13,17 +13,16 @@ import argparse
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import docker
 from docker.types import Mount
 
+from bench.common import bench_settings, docker_providers
 from bench.stats import summary, table
 from runtime.app import Runtime
 from runtime.client import Client
-from runtime.config import load_settings
-from runtime.providers.docker import MANAGED_NETWORK, PIDS_LIMIT, DockerProvider
+from runtime.providers.docker import MANAGED_NETWORK, PIDS_LIMIT
 
 IMAGE = "agent-workspaces/base:bookworm"
 LABELS = {"agent-workspaces.bench": "raw"}
@@ -70,19 +69,8 @@ def bench_runtime(oci_runtime: str, creates: int, execs: int) -> list[dict[str, 
     """Measure one OCI runtime; returns the table rows."""
     docker_client = docker.from_env(version="auto")
     with tempfile.TemporaryDirectory() as state:
-        settings = load_settings(env={}).replace(
-            enabled=True,
-            state_dir=Path(state),
-            zmq_endpoint="tcp://127.0.0.1:*",
-            zmq_events_endpoint="tcp://127.0.0.1:*",
-            default_cpu=CPU,
-            default_memory=MEMORY,
-            max_concurrent=1000,
-        )
-
-        def providers(instance_id: str) -> dict[str, DockerProvider]:
-            provider = DockerProvider(instance_id=instance_id, default_image=IMAGE, runtimes=(oci_runtime,))
-            return {"gvisor": provider}
+        settings = bench_settings(state, default_cpu=CPU, default_memory=MEMORY)
+        providers = docker_providers(settings, oci_runtime)
 
         with (
             Runtime(settings, providers=providers) as runtime,

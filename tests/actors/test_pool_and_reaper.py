@@ -15,16 +15,7 @@ from runtime.errors import CapacityExceeded
 from runtime.messages import WorkspaceSpec
 from tests.conftest import MakeSettings
 from tests.fakes import FakeProvider
-
-
-def wait_for(events: Subscriber, match: Any, timeout_s: float = 10.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, "the expected event never came"
-        _, event = events.recv(remaining)
-        if match(event):
-            return event
+from tests.helpers import poll_until, wait_for_event
 
 
 def pool_ready(event: dict[str, Any]) -> bool:
@@ -52,7 +43,7 @@ def pooled(make_settings: MakeSettings, provider: FakeProvider) -> Iterator[tupl
 
 def fill(events: Subscriber, client: Client, count: int) -> None:
     while client.stats()["pool"]["size"] < count:
-        wait_for(events, pool_ready)
+        wait_for_event(events, pool_ready)
 
 
 def test_a_matching_create_is_served_from_the_pool_with_its_labels_env_and_ttl(
@@ -93,9 +84,8 @@ def test_an_empty_pool_is_a_miss_served_cold(make_settings: MakeSettings, provid
             outcome: list[Any] = []
             creating = threading.Thread(target=lambda: outcome.append(client.create()))
             creating.start()
-            deadline = time.monotonic() + 10
-            while watcher.stats()["pool"]["misses"] < 1 and time.monotonic() < deadline:
-                pass  # the create found the pool empty and went cold (its boot waits at the gate)
+            # the create finds the pool empty and goes cold (its boot waits at the gate)
+            poll_until(lambda: watcher.stats()["pool"]["misses"] == 1, timeout_s=10, every_s=0.01)
             provider.boot_gate.set()
             creating.join(10)
             [record] = outcome
@@ -153,9 +143,31 @@ def test_a_restart_with_a_smaller_pool_destroys_the_members_it_no_longer_wants(
         with runtime.subscribe(("workspace",)) as events, runtime.client() as client:
             client.ping()
             if len(provider.workspaces) > 1:
-                wait_for(events, lambda e: e["pooled"] and e["state"] == "destroyed")
+                wait_for_event(events, lambda e: e["pooled"] and e["state"] == "destroyed")
             assert len(provider.workspaces) == 1
             assert client.stats()["pool"]["size"] == 1
+    finally:
+        runtime.stop()
+
+
+def test_a_member_caught_booting_by_a_stop_is_cleaned_up_at_the_next_start(
+    make_settings: MakeSettings, provider: FakeProvider
+) -> None:
+    provider.boot_gate = threading.Event()
+    runtime = Runtime(make_settings(warm_pool_size=1), providers={"gvisor": provider}).start()
+    with runtime.client() as client:
+        poll_until(lambda: client.stats()["pool"]["booting"] == 1, timeout_s=10, every_s=0.01)  # held at the gate
+    runtime.stop()
+    provider.boot_gate.set()  # the backend finishes the create after the runtime is gone
+    poll_until(lambda: bool(provider.workspaces), timeout_s=10, every_s=0.01)
+    provider.boot_gate = None
+    runtime = Runtime(make_settings(warm_pool_size=0), providers={"gvisor": provider}).start()
+    try:
+        with runtime.subscribe(("workspace",)) as events, runtime.client() as client:
+            client.ping()
+            if provider.workspaces:
+                wait_for_event(events, lambda e: e["pooled"] and e["state"] == "destroyed")
+            assert provider.workspaces == {}  # found by its workspace id, though its handle was never recorded
     finally:
         runtime.stop()
 
@@ -169,9 +181,9 @@ def test_the_reaper_destroys_expired_workspaces_but_not_persistent_ones(
             client.ping()
             short = client.create(ttl_seconds=0.3)
             keeper = client.create(persistent=True)
-            event = wait_for(events, lambda e: e["workspace_id"] == short.id and e["state"] == "stopping")
+            event = wait_for_event(events, lambda e: e["workspace_id"] == short.id and e["state"] == "stopping")
             assert str(event["reason"]).startswith("expired at ")
-            wait_for(events, lambda e: e["workspace_id"] == short.id and e["state"] == "destroyed")
+            wait_for_event(events, lambda e: e["workspace_id"] == short.id and e["state"] == "destroyed")
             assert client.get(keeper.id).state == "ready"
             reaper = client.stats()["reaper"]
             assert reaper["reaped"] == 1 and reaper["sweeps"] >= 1
@@ -192,9 +204,8 @@ def test_the_reaper_removes_orphans_after_a_grace_period(make_settings: MakeSett
             with provider.lock:  # a labelled container the log knows nothing about, and a leftover
                 provider.workspaces["fake-ws_0rphan000000"] = spec
                 provider.workspaces[f"fake-{gone.id}"] = spec
-            deadline = time.monotonic() + 10
-            while client.stats()["reaper"]["orphans"] < 2 and time.monotonic() < deadline:
-                pass  # sweeps run every 0.12 s; an orphan goes at its second sighting
+            # sweeps run every 0.12 s; an orphan goes at its second sighting
+            poll_until(lambda: client.stats()["reaper"]["orphans"] >= 2, timeout_s=10, every_s=0.01)
             assert client.stats()["reaper"]["orphans"] == 2
             assert provider.workspaces == {}
     finally:

@@ -12,6 +12,7 @@ from runtime.errors import BadRequest, CapacityExceeded, Conflict
 from runtime.messages import ContainerEvent
 from tests.conftest import MakeSettings
 from tests.fakes import FakeProvider
+from tests.helpers import wait_for_event, workspace_event
 
 
 @pytest.fixture
@@ -42,21 +43,12 @@ def events(runtime: Runtime, client: Client) -> Iterator[Subscriber]:
         yield subscriber
 
 
-def next_event(events: Subscriber, type_: str, workspace_id: str) -> dict[str, object]:
-    while True:
-        _, event = events.recv(10)
-        if event["type"] == type_ and event.get("workspace_id") == workspace_id:
-            return event
-
-
 def test_an_oom_kill_is_recorded_and_published_and_the_workspace_lives_on(
     client: Client, provider: FakeProvider, events: Subscriber
 ) -> None:
     record = client.create(memory="64M")
     provider.emit(ContainerEvent(record.id, "oom", "a process in the workspace was killed at its memory limit"))
-    event = next_event(events, "workspace.state", record.id)
-    while "oom" not in str(event.get("reason")):
-        event = next_event(events, "workspace.state", record.id)
+    event = wait_for_event(events, lambda e: e.get("workspace_id") == record.id and "oom" in str(e.get("reason")))
     assert event["state"] == "ready"
     assert "killed at its memory limit (64 MiB)" in str(event["reason"])
     after = client.get(record.id)
@@ -74,9 +66,7 @@ def test_a_container_that_dies_fails_its_workspace_and_frees_capacity(
     provider.emit(
         ContainerEvent(record.id, "died", "the workspace ran out of memory: its container was killed (exit 137)")
     )
-    event = next_event(events, "workspace.state", record.id)
-    while event["state"] != "failed":
-        event = next_event(events, "workspace.state", record.id)
+    wait_for_event(events, workspace_event(record.id, state="failed"))
     failed = client.get(record.id)
     assert failed.error == "the workspace ran out of memory (256 MiB): its container was killed (exit 137)"
     assert provider.cancelled == [f"fake-{record.id}"]
@@ -94,9 +84,7 @@ def test_the_health_check_catches_a_container_removed_without_an_event(
     record = client.create()
     with provider.lock:
         del provider.workspaces[f"fake-{record.id}"]
-    event = next_event(events, "workspace.state", record.id)
-    while event["state"] != "failed":
-        event = next_event(events, "workspace.state", record.id)
+    wait_for_event(events, workspace_event(record.id, state="failed"))
     assert client.get(record.id).error == "the workspace's container no longer exists"
 
 
@@ -105,9 +93,7 @@ def test_the_health_check_catches_a_stopped_container(
 ) -> None:
     record = client.create()
     provider.stopped.add(f"fake-{record.id}")
-    event = next_event(events, "workspace.state", record.id)
-    while event["state"] != "failed":
-        event = next_event(events, "workspace.state", record.id)
+    wait_for_event(events, workspace_event(record.id, state="failed"))
     assert client.get(record.id).error == "the workspace's container exited with code 1"
     client.destroy(record.id)
 
@@ -118,14 +104,14 @@ def test_a_workspace_over_its_disk_budget_raises_one_alert_and_clears_it(
     record = client.create(disk="1M")
     handle = f"fake-{record.id}"
     provider.disk[handle] = 2 << 20
-    raised = next_event(events, "alert.raised", record.id)
+    raised = wait_for_event(events, workspace_event(record.id, type="alert.raised"))
     assert raised["key"] == f"disk:{record.id}"
     assert raised["resource"] == "disk"
     assert (raised["value"], raised["limit"]) == (2 << 20, 1 << 20)
     assert [alert["key"] for alert in client.stats()["alerts"]] == [f"disk:{record.id}"]
     assert client.get(record.id).disk_used_bytes == 2 << 20
     provider.disk[handle] = 1000
-    cleared = next_event(events, "alert.cleared", record.id)
+    cleared = wait_for_event(events, workspace_event(record.id, type="alert.cleared"))
     assert cleared["key"] == f"disk:{record.id}"
     assert client.stats()["alerts"] == []
     client.destroy(record.id)

@@ -10,7 +10,7 @@ import pytest
 
 from runtime.errors import CapacityExceeded, Conflict
 from tests.conftest import MakeDockerRuntime
-from tests.integration.helpers import wait_for_event, workspace_event
+from tests.helpers import wait_for_event, workspace_event
 
 pytestmark = pytest.mark.docker
 

@@ -12,7 +12,7 @@ from runtime.client import Client
 from runtime.errors import Conflict
 from runtime.providers.docker import PIDS_LIMIT
 from tests.conftest import MakeDockerRuntime
-from tests.integration.helpers import wait_for_event, workspace_event
+from tests.helpers import wait_for_event, workspace_event
 
 pytestmark = pytest.mark.docker
 

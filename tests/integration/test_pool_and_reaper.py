@@ -8,7 +8,7 @@ import pytest
 
 from runtime.providers.base import LABEL_ID, LABEL_INSTANCE, LABEL_MANAGED
 from tests.conftest import MakeDockerRuntime, leftover_containers
-from tests.integration.helpers import poll_until, wait_for_event, workspace_event
+from tests.helpers import poll_until, wait_for_event, workspace_event
 
 pytestmark = pytest.mark.docker
 

@@ -1,4 +1,4 @@
-"""Helpers for integration tests: waiting on events instead of sleeping."""
+"""Test helpers: waiting on events and conditions with deadlines instead of sleeping."""
 
 from __future__ import annotations
 
