@@ -14,7 +14,6 @@ budget.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -24,7 +23,7 @@ import msgspec
 import pykka
 
 from actors.context import ActorContext
-from actors.names import POOL, provider_name
+from actors.names import provider_name
 from actors.supervision import ChildActor, ChildSpec, child_spec
 from actors.workspace import deliver
 from runtime.errors import CapacityExceeded, ProviderUnavailable, WorkspaceError
@@ -37,7 +36,6 @@ from runtime.messages import (
     ContainerEvent,
     CreateWorkspace,
     DestroyWorkspace,
-    Refill,
     Resync,
     Tick,
 )
@@ -157,14 +155,8 @@ class ProviderActor(ChildActor):
                 raise
             self._ctx.admission.swap(victim, workspace_id)
             reason = "evicted from the warm pool to make room for a create"
+            # its actor releases nothing (the slot moved here) and asks the pool to refill
             deliver(self._ctx, self.supervisor, victim, DestroyWorkspace(None, reason=reason))
-            self._refill()
-
-    def _refill(self) -> None:
-        ref = self._ctx.registry.get(POOL)
-        if ref is not None:
-            with contextlib.suppress(pykka.ActorDeadError):
-                ref.tell(Refill())
 
     # ------------------------------------------------------------------ watching
 
