@@ -60,7 +60,7 @@ class ActorContext:
     sweeps: Sweeps
 
     def publish(self, event: Event | None) -> None:
-        """Log and publish ``event`` (no-op for ``None``); does not wait for the write."""
+        """Write ``event`` to the state log, which publishes it (no-op for ``None``); does not wait."""
         if event is not None:
             self.statelog.submit(event)
 

@@ -137,7 +137,7 @@ class ProviderActor(ChildActor):
             if pool is not None and not message.cold and matches_pool(ctx.settings, message.args):
                 member = pool.claim()
                 if member is not None:  # the member's actor answers, then asks for a refill
-                    deliver(ctx, self.supervisor, member, Adopt(message.reply_to, message.args))
+                    deliver(ctx, self.supervisor, member, Adopt(message.reply_to, message.args, self._provider_name))
                     return
             self._admit(workspace_id, pool)
         except WorkspaceError as exc:

@@ -9,7 +9,6 @@ call is in flight; a crashed actor is restarted and rebuilds itself from the sta
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from actors.context import ActorContext
 from actors.names import POOL, provider_name, workspace_name
 from actors.supervision import ChildActor, ChildSpec, StartChild, child_spec
 from runtime import files
-from runtime.errors import BadRequest, Conflict, InternalError, WorkspaceError
+from runtime.errors import BadRequest, Conflict, InternalError, ProviderUnavailable, WorkspaceError
 from runtime.messages import (
     Adopt,
     BootWorkspace,
@@ -67,11 +66,6 @@ def deliver(ctx: ActorContext, supervisor: pykka.ActorRef[Any], workspace_id: st
         except pykka.ActorDeadError:
             pass  # it just stopped; the Supervisor starts a new one
     supervisor.tell(StartChild(workspace_child(ctx, workspace_id), then=message))
-
-
-def provider_name_of(entry: StoredWorkspace | None, ctx: ActorContext) -> str:
-    """The registry name of the provider actor a workspace belongs to (the default one if unknown)."""
-    return provider_name(entry.record.provider if entry is not None else ctx.settings.default_provider)
 
 
 class WorkspaceActor(ChildActor):
@@ -182,11 +176,16 @@ class WorkspaceActor(ChildActor):
                 pool.remove(self._id)
             self._tell(POOL, Refill())
 
-    def _tell(self, name: str, message: Any) -> None:
+    def _tell(self, name: str, message: Any) -> bool:
+        """Tell the actor registered as ``name``; ``False`` if there is none running."""
         ref = self._ctx.registry.get(name)
-        if ref is not None:
-            with contextlib.suppress(pykka.ActorDeadError):
-                ref.tell(message)
+        if ref is None:
+            return False
+        try:
+            ref.tell(message)
+        except pykka.ActorDeadError:
+            return False
+        return True
 
     def _pool(self) -> Pool | None:
         if self._entry is None or not self._entry.pooled:
@@ -300,7 +299,9 @@ class WorkspaceActor(ChildActor):
         entry = self._entry
         if entry is None or not entry.pooled or entry.record.state != "ready":
             # It failed or went away after it was claimed: serve the request cold.
-            self._tell(provider_name_of(entry, self._ctx), CreateWorkspace(message.reply_to, message.args, cold=True))
+            cold = CreateWorkspace(message.reply_to, message.args, cold=True)
+            if not self._tell(provider_name(message.provider), cold):
+                self._reply(message.reply_to, error=ProviderUnavailable(f"provider {message.provider} is restarting"))
             return
         record = entry.record
         try:

@@ -313,10 +313,15 @@ class CreateWorkspace(msgspec.Struct, frozen=True, tag="cmd.create"):
 
 
 class Adopt(msgspec.Struct, frozen=True, tag="cmd.adopt"):
-    """ProviderActor -> WorkspaceActor of a pool member: become the workspace ``args`` asks for."""
+    """ProviderActor -> WorkspaceActor of a pool member: become the workspace ``args`` asks for.
+
+    ``provider`` is the claiming ProviderActor's provider, to hand the request back to
+    (as a cold create) should the member be gone.
+    """
 
     reply_to: ReplyTo
     args: CreateArgs
+    provider: str
 
 
 class Refill(msgspec.Struct, frozen=True, tag="cmd.refill"):
