@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pykka
@@ -44,6 +44,8 @@ class ActorContext:
         alerts: The active alerts.
         pools: The warm pool of each provider that keeps one.
         sweeps: What the reaper did.
+        unreconciled: Providers that could not be reconciled at start (they were down);
+            each one's ProviderActor finishes the job when the provider first answers.
     """
 
     settings: Settings
@@ -58,6 +60,7 @@ class ActorContext:
     alerts: AlertBoard
     pools: Mapping[str, Pool]
     sweeps: Sweeps
+    unreconciled: set[str] = field(default_factory=set)
 
     def publish(self, event: Event | None) -> None:
         """Write ``event`` to the state log, which publishes it (no-op for ``None``); does not wait."""

@@ -43,6 +43,7 @@ from runtime.monitor import Usage
 from runtime.outbox import Outbox
 from runtime.pool import Pool, matches_pool
 from runtime.providers.base import BackendState, EventWatch, Probe, ProviderStatus
+from runtime.reconcile import interrupted_reason, plan
 from runtime.resources import new_workspace_id, resolve_create
 
 __all__ = ["HealthReport", "ProviderActor", "provider_child"]
@@ -63,6 +64,7 @@ class HealthReport(msgspec.Struct, frozen=True):
     probe: Probe
     inventory: dict[str, BackendState] | None = None
     disk: dict[str, int] = {}
+    ready: frozenset[str] = frozenset()
 
 
 class ProviderActor(ChildActor):
@@ -193,11 +195,12 @@ class ProviderActor(ChildActor):
             return  # the previous check is still running
         self._checking = True
         provider = self._provider
-        ready = [
-            entry.handle
+        # Only workspaces ready before the inventory is taken can be judged by it.
+        ready = {
+            entry.record.id: entry.handle
             for entry in self._ctx.statelog.workspaces()
             if entry.record.provider == self._provider_name and entry.record.state == "ready" and entry.handle
-        ]
+        }
 
         def check() -> HealthReport:
             probe = provider.probe()
@@ -205,7 +208,7 @@ class ProviderActor(ChildActor):
                 inventory = provider.inventory()
             except WorkspaceError:
                 return HealthReport(probe)
-            return HealthReport(probe, inventory, provider.disk_usage(ready))
+            return HealthReport(probe, inventory, provider.disk_usage(list(ready.values())), frozenset(ready))
 
         self._ctx.run_blocking(self.actor_ref, "health", None, check)
 
@@ -225,10 +228,28 @@ class ProviderActor(ChildActor):
             log.log(level, "provider %s is %s (runtime %s)%s", self._provider_name, state, probe.runtime,
                     f": {probe.detail}" if probe.detail else "")  # fmt: skip
         if report.inventory is not None:
-            self._reconcile(report.inventory, report.disk)
+            if self._provider_name in self._ctx.unreconciled:
+                self._recover(report.inventory)
+            self._reconcile(report)
 
-    def _reconcile(self, inventory: dict[str, BackendState], disk: dict[str, int]) -> None:
+    def _recover(self, inventory: dict[str, BackendState]) -> None:
+        """Finish the start-up reconciliation this provider missed by being down at start.
+
+        Creates for this provider were refused until now, so every record it has left
+        ``creating`` or ``stopping`` was interrupted by the last run: roll back or finish.
+        The ready ones are judged by ``_reconcile``; orphans are the reaper's.
+        """
+        found = plan(self._provider_name, self._ctx.statelog.workspaces(), inventory)
+        for entry in found.interrupted:
+            reason = interrupted_reason(entry.record.state)
+            deliver(self._ctx, self.supervisor, entry.record.id, DestroyWorkspace(None, reason=reason))
+        self._ctx.unreconciled.discard(self._provider_name)
+        log.info("provider %s answers again: %d interrupted workspace(s) to finish", self._provider_name,
+                 len(found.interrupted))  # fmt: skip
+
+    def _reconcile(self, report: HealthReport) -> None:
         """Tell each ready workspace what the backend shows but the events did not say."""
+        inventory, disk = report.inventory or {}, report.disk
         now = time.time()
         for entry in self._ctx.statelog.workspaces():
             record = entry.record
@@ -239,6 +260,8 @@ class ProviderActor(ChildActor):
                 self._publish(self._ctx.alerts.clear(key, f"workspace {record.id} is {record.state}"))
                 self._ctx.usage.forget(record.id)
                 continue
+            if record.id not in report.ready:
+                continue  # it became ready after the inventory was taken
             backend = inventory.get(record.id)
             if backend is None:
                 self._forward(ContainerEvent(record.id, "vanished", "the workspace's container no longer exists"))

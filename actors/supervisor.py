@@ -33,6 +33,8 @@ class Supervisor(pykka.ThreadingActor):
         intensity: Restarts allowed within ``period_s`` before escalating.
         period_s: The sliding window of the restart intensity.
         on_escalate: Called (from the supervisor's thread) with the reason when it gives up.
+        on_crash: Called (from the supervisor's thread) with the child's name, the reason
+            and whether it is restarted, for every crash.
     """
 
     def __init__(
@@ -43,6 +45,7 @@ class Supervisor(pykka.ThreadingActor):
         intensity: int = 3,
         period_s: float = 10.0,
         on_escalate: Callable[[str], None] | None = None,
+        on_crash: Callable[[str, str, bool], None] | None = None,
     ) -> None:
         super().__init__()
         self._registry = registry
@@ -50,6 +53,7 @@ class Supervisor(pykka.ThreadingActor):
         self._intensity = intensity
         self._period_s = period_s
         self._on_escalate = on_escalate
+        self._on_crash = on_crash
         self._children: dict[str, tuple[ChildSpec, pykka.ActorRef[Any]]] = {}
         self._restarts: deque[float] = deque()
         self._escalated = False
@@ -95,25 +99,32 @@ class Supervisor(pykka.ThreadingActor):
             return  # an older incarnation, or a child we are stopping ourselves
         spec, _ = current
         self._registry.remove(message.name, message.urn)
+        wanted = spec.restart == "permanent" or (spec.restart == "transient" and message.crashed)
+        exceeded = False
+        if wanted and not self._escalated:
+            now = time.monotonic()
+            self._restarts.append(now)
+            while self._restarts and now - self._restarts[0] > self._period_s:
+                self._restarts.popleft()
+            exceeded = len(self._restarts) > self._intensity
+        restart = wanted and not self._escalated and not exceeded
         if message.crashed:
-            log.error("%s crashed: %s", message.name, message.reason)
-        restart = spec.restart == "permanent" or (spec.restart == "transient" and message.crashed)
-        if not restart or self._escalated:
-            del self._children[message.name]
+            outcome = "restarting it" if restart else "not restarted"
+            log.error("%s crashed: %s (%s)", message.name, message.reason, outcome)
+            if self._on_crash is not None:
+                try:
+                    self._on_crash(message.name, message.reason, restart)
+                except Exception:
+                    log.exception("reporting the crash of %s failed", message.name)
+        if restart:
+            self._start(spec)
             return
-        now = time.monotonic()
-        self._restarts.append(now)
-        while self._restarts and now - self._restarts[0] > self._period_s:
-            self._restarts.popleft()
-        if len(self._restarts) > self._intensity:
-            del self._children[message.name]
+        del self._children[message.name]
+        if exceeded:
             self._escalate(
                 f"restart intensity exceeded: {len(self._restarts)} restarts within {self._period_s:g} s "
                 f"(last: {message.name}: {message.reason or 'stopped'})"
             )
-            return
-        log.warning("restarting %s", message.name)
-        self._start(spec)
 
     def _escalate(self, reason: str) -> None:
         self._escalated = True

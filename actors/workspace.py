@@ -41,6 +41,7 @@ from runtime.messages import (
 from runtime.outbox import Outbox
 from runtime.pool import Pool, adopt
 from runtime.providers.base import Provider
+from runtime.reconcile import interrupted_reason
 from runtime.resources import check_env, exec_argv, resolve_create
 
 __all__ = ["WorkspaceActor", "deliver", "workspace_child"]
@@ -94,6 +95,12 @@ class WorkspaceActor(ChildActor):
     def started(self) -> None:
         self._outbox = self._ctx.outbox()
         self._entry = self._ctx.statelog.get(self._id)
+        state = self._state()
+        if state in ("creating", "stopping"):
+            # Only the actor doing a create or destroy leaves these states, and a new actor
+            # is doing neither: the previous one crashed mid-way. Roll back or finish.
+            log.warning("workspace %s was left %s by a crashed actor", self._id, state)
+            self.actor_ref.tell(DestroyWorkspace(None, reason=interrupted_reason(state)))
 
     def stopped(self) -> None:
         # Anything still queued reached us after we decided to stop: answer it.
@@ -107,6 +114,18 @@ class WorkspaceActor(ChildActor):
             self._outbox = None
 
     def handle(self, message: Any) -> Any:
+        try:
+            self._handle(message)
+        except Exception as exc:
+            # The crash ends this actor (the Supervisor starts a new one); whoever waits on
+            # this message is told now rather than left to time out.
+            reply_to = getattr(message, "reply_to", None)
+            if isinstance(reply_to, ReplyTo):
+                error = InternalError(f"the actor of workspace {self._id} crashed ({exc!r}); it was restarted, retry")
+                self._reply(reply_to, error=error)
+            raise
+
+    def _handle(self, message: Any) -> None:
         if isinstance(message, Completed):
             self._inflight -= 1
             self._completed(message)
@@ -369,9 +388,9 @@ class WorkspaceActor(ChildActor):
             return
         self._destroy_waiters.append(reply_to)
         self._destroy_reason = reason or self._destroy_reason
-        if state in ("ready", "failed", "unknown") or (state == "creating" and self._inflight == 0):
+        if state in ("ready", "failed", "unknown") or self._inflight == 0:
             self._begin_destroy()
-        # creating with a boot in flight, or already stopping: answered when that ends
+        # a boot or a destroy in flight: answered when that ends
 
     def _begin_destroy(self) -> None:
         if self._entry is None:

@@ -32,10 +32,11 @@ from runtime.admission import Admission
 from runtime.auth import load_or_create_token
 from runtime.client import Client, Subscriber
 from runtime.config import PROVIDERS, Settings
-from runtime.errors import BadRequest, Conflict, Disabled, NotFound, ProviderUnavailable
+from runtime.errors import BadRequest, Conflict, Disabled, NotFound, ProviderUnavailable, WorkspaceError
 from runtime.gateway import DEFERRED, Gateway
 from runtime.messages import (
     ACTIVE_STATES,
+    ActorCrashed,
     ArgsStruct,
     CreateArgs,
     CreateWorkspace,
@@ -60,6 +61,7 @@ from runtime.outbox import Outbox
 from runtime.pool import Pool, adopt_pool_members
 from runtime.providers.base import Provider, ProviderBoard, ProviderStatus
 from runtime.providers.docker import DockerProvider
+from runtime.reconcile import converge, plan
 from runtime.statelog import StateLog
 from runtime.version import __version__
 
@@ -156,12 +158,13 @@ class Runtime:
                     network_name=settings.network_name,
                 )
             }
+        unreconciled = self._reconcile(statelog, providers)
         entries = statelog.workspaces()
         active = [entry.record.id for entry in entries if entry.record.state in ACTIVE_STATES]
         pools = {name: Pool(settings.warm_pool_size) for name in providers} if settings.warm_pool_size > 0 else {}
         unwanted = adopt_pool_members(settings, entries, pools)
         registry = Registry()
-        self._ctx = ActorContext(
+        ctx = ActorContext(
             settings=settings,
             statelog=statelog,
             zmq_context=self._zmq,
@@ -174,10 +177,11 @@ class Runtime:
             alerts=AlertBoard(),
             pools=pools,
             sweeps=Sweeps(settings.cleanup_interval_min * 60.0),
+            unreconciled=unreconciled,
         )
-        children = [provider_child(self._ctx, name) for name in providers]
-        children += [pool_child(self._ctx), reaper_child(self._ctx)]
-        self._supervisor = Supervisor.start(registry, children, on_escalate=self._escalated)
+        children = [provider_child(ctx, name) for name in providers]
+        children += [pool_child(ctx), reaper_child(ctx)]
+        self._supervisor = Supervisor.start(registry, children, on_escalate=self._escalated, on_crash=self._crashed)
         # Serve only once every provider has been checked: Sync is handled after on_start.
         self._supervisor.ask(Sync(), timeout=_START_TIMEOUT_S)
         for name in providers:
@@ -185,7 +189,45 @@ class Runtime:
             if ref is not None:
                 ref.ask(Sync(), timeout=_START_TIMEOUT_S)
         for workspace_id, reason in unwanted:
-            deliver(self._ctx, self._supervisor, workspace_id, DestroyWorkspace(None, reason=reason))
+            deliver(ctx, self._supervisor, workspace_id, DestroyWorkspace(None, reason=reason))
+        self._ctx = ctx  # requests are served from here on
+
+    @staticmethod
+    def _reconcile(statelog: StateLog, providers: Mapping[str, Provider]) -> set[str]:
+        """Converge the state log with every provider, in parallel; return those that were down.
+
+        Runs before any actor exists, so it writes records directly. A provider that
+        cannot be listed now is reconciled by its ProviderActor once it answers.
+        """
+        entries = statelog.workspaces()
+        unreconciled: set[str] = set()
+
+        def one(name: str, provider: Provider) -> None:
+            began = time.monotonic()
+            try:
+                inventory = provider.inventory()
+            except WorkspaceError as exc:
+                unreconciled.add(name)
+                log.warning("provider %s cannot be reconciled now (%s); it will be once it answers", name,
+                            exc.message)  # fmt: skip
+                return
+            found = plan(name, entries, inventory)
+            converge(found, statelog, provider, inventory)
+            log.info("reconciled provider %s in %.0f ms: %s", name, (time.monotonic() - began) * 1000,
+                     found.summary())  # fmt: skip
+
+        threads = [threading.Thread(target=one, args=item, name=f"reconcile-{item[0]}") for item in providers.items()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return unreconciled
+
+    def _crashed(self, name: str, reason: str, restarted: bool) -> None:
+        if self._statelog is None:
+            return
+        workspace_id = name.removeprefix("workspace:") if name.startswith("workspace:") else None
+        self._statelog.submit(ActorCrashed(actor=name, reason=reason, restarted=restarted, workspace_id=workspace_id))
 
     def _escalated(self, reason: str) -> None:
         self._failure = reason

@@ -15,6 +15,7 @@ import msgspec
 __all__ = [
     "ACTIVE_STATES",
     "OPS",
+    "ActorCrashed",
     "Adopt",
     "AlertCleared",
     "AlertEvent",
@@ -292,7 +293,20 @@ class AlertCleared(AlertEvent, frozen=True, tag="alert.cleared"):
     """The condition of an earlier ``AlertRaised`` with the same ``key`` is over."""
 
 
-AnyEvent = WorkspaceStateChanged | AlertRaised | AlertCleared
+class ActorCrashed(Event, frozen=True, tag="actor.crashed"):
+    """An actor raised; ``restarted`` says whether the Supervisor started a new one.
+
+    ``workspace_id`` is set when the actor owned a workspace (only that one is affected).
+    """
+
+    topic: ClassVar[str] = "actor"
+    actor: str
+    reason: str
+    restarted: bool
+    workspace_id: str | None = None
+
+
+AnyEvent = WorkspaceStateChanged | AlertRaised | AlertCleared | ActorCrashed
 
 # --------------------------------------------------------------------------- actor commands
 

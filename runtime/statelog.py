@@ -107,13 +107,25 @@ class StateLog:
         self._queue.put(change)
         return change.future
 
-    def put_workspace(self, entry: StoredWorkspace, reason: str | None = None, timeout: float = 30.0) -> Event:
-        """Persist a workspace entry with its state-change event and wait until durable."""
+    def submit_workspace(self, entry: StoredWorkspace, reason: str | None = None) -> Future[Event]:
+        """Queue a workspace entry with its state-change event; the future resolves when durable."""
         record = entry.record
         event = WorkspaceStateChanged(
             workspace_id=record.id, state=record.state, record=record, reason=reason, pooled=entry.pooled
         )
-        return self.submit(event, entry).result(timeout)
+        return self.submit(event, entry)
+
+    def put_workspace(self, entry: StoredWorkspace, reason: str | None = None, timeout: float = 30.0) -> Event:
+        """Persist a workspace entry with its state-change event and wait until durable.
+
+        Raises:
+            InternalError: The write failed or did not finish within ``timeout`` seconds.
+        """
+        future = self.submit_workspace(entry, reason)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            raise InternalError(f"the state log did not commit within {timeout:g} s") from None
 
     def _write_loop(self) -> None:
         while True:
@@ -182,6 +194,14 @@ class StateLog:
         """Every workspace entry, in id order."""
         with self._env.begin(db=self._workspaces, buffers=True) as txn:
             return [decode_stored(value) for value in txn.cursor().iternext(keys=False, values=True)]
+
+    def snapshot(self) -> tuple[int, list[StoredWorkspace]]:
+        """Every workspace entry and the ``seq`` of the last event they reflect, read together."""
+        with self._env.begin(buffers=True) as txn:
+            raw = txn.get(b"last_seq", db=self._meta)
+            seq = _SEQ.unpack(raw)[0] if raw else 0
+            cursor = txn.cursor(db=self._workspaces)
+            return seq, [decode_stored(value) for value in cursor.iternext(keys=False, values=True)]
 
     def events(self, after: int = 0) -> Iterator[AnyEvent]:
         """Committed events with ``seq > after``, oldest first."""

@@ -95,6 +95,8 @@ class FakeProvider:
             self.workspaces.pop(handle, None)
 
     def inventory(self) -> dict[str, BackendState]:
+        if not self.healthy:
+            raise ProviderUnavailable("fake provider switched off")
         with self.lock:
             return {
                 spec.workspace_id: BackendState(
