@@ -136,6 +136,7 @@ class ProviderActor(ChildActor):
                 runtime=status.runtime,
                 now=time.time(),
             )
+            entry = msgspec.structs.replace(entry, request=message.reply_to.key)
             if pool is not None and not message.cold and matches_pool(ctx.settings, message.args):
                 member = pool.claim()
                 if member is not None:  # the member's actor answers, then asks for a refill

@@ -335,7 +335,7 @@ class WorkspaceActor(ChildActor):
         except WorkspaceError as exc:  # validated before the claim; kept for safety
             self._reply(message.reply_to, error=exc)
             return
-        adopted = adopt(entry, wanted)
+        adopted = msgspec.structs.replace(adopt(entry, wanted), request=message.reply_to.key)
         self._ctx.statelog.put_workspace(adopted, reason="claimed from the warm pool")
         self._entry = adopted
         log.info("workspace %s is ready (claimed from the warm pool)", self._id)
@@ -400,6 +400,8 @@ class WorkspaceActor(ChildActor):
             pool = self._pool()
             if pool is not None:
                 pool.remove(self._id)  # nobody may claim it any more
+        if self._entry.record.state == "creating":  # a roll back: the create never answered
+            self._entry = msgspec.structs.replace(self._entry, request="")
         self._persist("stopping", error=self._entry.record.error, reason=self._destroy_reason)
         provider, handle, workspace_id = self._provider(), self._entry.handle, self._id
 

@@ -50,6 +50,7 @@ from runtime.messages import (
     ReplyTo,
     Request,
     RunExec,
+    Snapshot,
     StoredWorkspace,
     WorkspaceArgs,
     WorkspaceRecord,
@@ -73,6 +74,11 @@ log = logging.getLogger(__name__)
 
 _START_TIMEOUT_S = 60.0
 _STOP_TIMEOUT_S = 60.0
+_STOP_GRACE_S = 10.0
+_ABORTED = ProviderUnavailable(
+    "the runtime stopped before this request finished; its outcome is unknown: check the workspace before retrying",
+    retryable=False,
+)
 
 
 class Runtime:
@@ -233,12 +239,27 @@ class Runtime:
         self._failure = reason
         self._failed.set()
 
-    def stop(self) -> None:
-        """Stop serving: refuse new requests, stop the actors, flush the log, close sockets."""
+    def stop(self, grace_s: float = _STOP_GRACE_S) -> None:
+        """Stop serving; workspaces keep running and are taken back by the next start.
+
+        New requests are refused (``provider_unavailable``, retryable) at once; requests
+        in flight get ``grace_s`` seconds to finish, then are answered with an error
+        saying their outcome is unknown. Then the actors stop, the state log is flushed
+        and the sockets close.
+        """
+        aborted = 0
         if self._gateway is not None:
             self._gateway.drain()
+            deadline = time.monotonic() + grace_s
+            pause = threading.Event()
+            while self._gateway.in_flight() and time.monotonic() < deadline:
+                pause.wait(0.02)
+            aborted = self._gateway.in_flight()
+            if aborted:
+                log.warning("stopping with %d request(s) still in flight after %.0f s: answering them", aborted,
+                            grace_s)  # fmt: skip
         self._teardown()
-        log.info("runtime stopped")
+        log.info("runtime stopped%s", f" ({aborted} request(s) aborted)" if aborted else "")
 
     def _teardown(self) -> None:
         if self._supervisor is not None:
@@ -251,7 +272,7 @@ class Runtime:
             self._statelog.close()
             self._statelog = None
         if self._gateway is not None:
-            self._gateway.stop()
+            self._gateway.stop(abort_with=_ABORTED)
             self._gateway = None
         self._zmq.destroy(linger=0)
 
@@ -330,6 +351,8 @@ class Runtime:
             return self._provider_statuses(ctx)
         if op == "stats":
             return stats.snapshot(ctx)
+        if op == "snapshot":
+            return self._snapshot(ctx)
         raise BadRequest(f"op {op!r} is not supported by this runtime version ({__version__})")
 
     def _entry(self, workspace_id: str) -> StoredWorkspace:
@@ -345,6 +368,10 @@ class Runtime:
         return record if usage is None else msgspec.structs.replace(record, disk_used_bytes=usage.disk_used_bytes)
 
     def _create(self, ctx: ActorContext, reply_to: ReplyTo, args: CreateArgs) -> Any:
+        key = reply_to.key
+        made = ctx.statelog.created_by(key) if key else None
+        if made is not None:  # a retry the Gateway no longer remembers (e.g. across a restart)
+            return self._created(ctx, made)
         name = (args.provider or self.settings.default_provider).lower()
         if name not in PROVIDERS:
             raise BadRequest(f"provider={name!r} is unknown: expected one of {', '.join(PROVIDERS)}")
@@ -358,6 +385,15 @@ class Runtime:
         except pykka.ActorDeadError:
             raise ProviderUnavailable(f"provider {name} is restarting") from None
         return DEFERRED
+
+    def _created(self, ctx: ActorContext, made: StoredWorkspace) -> WorkspaceRecord:
+        """The answer to a retried create: the workspace it made, as it is now."""
+        record = made.record
+        if record.state in ("ready", "creating"):
+            return self._with_usage(ctx, record)
+        if record.state == "failed":
+            raise Conflict(f"workspace {record.id}, made by this request, failed: {record.error}")
+        raise Conflict(f"workspace {record.id}, made by this request, is {record.state}")
 
     def _route(self, ctx: ActorContext, workspace_id: str, message: Any) -> Any:
         state = self._entry(workspace_id).record.state
@@ -382,6 +418,15 @@ class Runtime:
                 continue
             records.append(self._with_usage(ctx, record))
         return records
+
+    def _snapshot(self, ctx: ActorContext) -> Snapshot:
+        seq, entries = ctx.statelog.snapshot()
+        records = [
+            self._with_usage(ctx, entry.record)
+            for entry in entries
+            if not entry.pooled and entry.record.state != "destroyed"
+        ]
+        return Snapshot(seq, records)
 
     def _provider_statuses(self, ctx: ActorContext) -> list[ProviderStatus]:
         assert self._statelog is not None

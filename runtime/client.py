@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 import msgspec
 import zmq
 
-from runtime.errors import Timeout, error_for_code
-from runtime.messages import ErrorBody, ExecResult, Request, WorkspaceRecord, encode
+from runtime.errors import Timeout, WorkspaceError, error_for_code
+from runtime.messages import ErrorBody, ExecResult, Request, Snapshot, WorkspaceRecord, encode
 from runtime.providers.base import ProviderStatus
 
 __all__ = ["Client", "Subscriber"]
@@ -28,6 +28,8 @@ T = TypeVar("T")
 
 _EXEC_WAIT_WITHOUT_TIMEOUT_S = 600.0
 _EXEC_WAIT_MARGIN_S = 30.0
+_RETRY_PAUSE_S = 0.2
+_RETRY_PAUSE_MAX_S = 2.0
 
 
 class _Reply(msgspec.Struct, frozen=True):
@@ -64,6 +66,13 @@ class Client:
         token: The shared secret (``WORKSPACE_AUTH_TOKEN`` or ``STATE_DIR/token``).
         context: The ZeroMQ context; required for ``inproc://`` (the runtime's own).
         timeout_s: How long to wait for a reply by default.
+        retries: How many times a request that timed out or got a retryable error is
+            sent again, with the same id (so it is never executed twice), before giving up.
+        identity: The ROUTER identity (default: a random one); a client that must retry
+            another client's requests, e.g. after its own restart, passes that identity.
+
+    The client's ROUTER identity is fixed for its lifetime, so a retry after the socket
+    reconnected (say, to a restarted runtime) is recognised as the same request.
     """
 
     def __init__(
@@ -73,12 +82,17 @@ class Client:
         *,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         timeout_s: float = 30.0,
+        retries: int = 0,
+        identity: bytes | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
+        self.retries = retries
+        self.identity = identity or f"client-{secrets.token_hex(8)}".encode()
         self._token = token
         self._socket = (context or zmq.Context.instance()).socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.ROUTING_ID, self.identity)
         self._socket.connect(endpoint)
         self._ids = (f"{secrets.token_hex(4)}-{n}" for n in itertools.count(1))
         self._rcvtimeo = -1
@@ -117,6 +131,18 @@ class Client:
         request_id = request_id or next(self._ids)
         wait_s = self.timeout_s if timeout_s is None else timeout_s
         payload = encode(Request(request_id, op, self._token, msgspec.Raw(encode(args or {}))))
+        pause = _RETRY_PAUSE_S
+        for attempt in range(self.retries + 1):
+            try:
+                return self._attempt(op, request_id, payload, wait_s)
+            except WorkspaceError as exc:
+                if not exc.retryable or attempt == self.retries:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, _RETRY_PAUSE_MAX_S)
+        raise AssertionError("unreachable")
+
+    def _attempt(self, op: str, request_id: str, payload: bytes, wait_s: float) -> msgspec.Raw:
         self._socket.send(payload)
         deadline = time.monotonic() + wait_s
         wait_ms = max(1, int(wait_s * 1000))
@@ -249,6 +275,10 @@ class Client:
     def stats(self) -> dict[str, Any]:
         """Workspaces, pool, host resources, active alerts and per-workspace usage."""
         return _decode(self.request("stats"), dict[str, Any])
+
+    def snapshot(self) -> Snapshot:
+        """Every live workspace's record and the event ``seq`` they reflect (to resync a subscriber)."""
+        return _decode(self.request("snapshot"), Snapshot)
 
 
 class Subscriber:

@@ -6,6 +6,10 @@ once (``ping``, ``get``, ``list``...) or returns ``DEFERRED`` after telling an a
 later answers through an ``Outbox`` into PULL; the Gateway forwards such replies to
 ROUTER and events to PUB. The Gateway never blocks on an actor and never dies of client
 input: anything malformed gets ``bad_request``.
+
+Every request is registered in a ``RequestTable`` by client identity and id until its
+reply leaves, so a retry is never executed twice (see ``runtime.dedupe``), and so that
+``stop`` can answer whatever is still in flight instead of leaving clients to time out.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from typing import Any, Final
 import msgspec
 import zmq
 
+from runtime.dedupe import PENDING, RequestTable
 from runtime.errors import BadRequest, ConfigError, InternalError, ProviderUnavailable, Unauthorized, WorkspaceError
 from runtime.messages import OPS, ArgsStruct, Request, decode_args, decode_request
-from runtime.outbox import KIND_EVENT, KIND_REPLY, encode_error, encode_ok
+from runtime.outbox import KIND_EVENT, KIND_REPLY, RETRYABLE, encode_error, encode_ok
 
 __all__ = ["DEFERRED", "MAX_REQUEST_BYTES", "Dispatch", "Gateway"]
 
@@ -74,6 +79,8 @@ class Gateway:
         self._bind_error: BaseException | None = None
         self._stop = threading.Event()
         self._draining = False
+        self._abort_with: WorkspaceError | None = None
+        self._requests = RequestTable()
         self.bound_endpoints: list[str] = []
         self.bound_event_endpoints: list[str] = []
 
@@ -89,8 +96,17 @@ class Gateway:
         """Refuse new requests (retryable) while in-flight work finishes."""
         self._draining = True
 
-    def stop(self) -> None:
-        """Forward what is left in the outbox, close the sockets and end the thread."""
+    def in_flight(self) -> int:
+        """How many requests wait for their reply (read from any thread; approximate)."""
+        return self._requests.pending_count()
+
+    def stop(self, abort_with: WorkspaceError | None = None) -> None:
+        """Forward what is left in the outbox, close the sockets and end the thread.
+
+        Args:
+            abort_with: If set, every request still in flight is answered with this error.
+        """
+        self._abort_with = abort_with
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
@@ -104,6 +120,8 @@ class Gateway:
             sock.setsockopt(zmq.SNDHWM, 100_000)
         if kind == zmq.ROUTER:
             sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES * 2)
+            # A client reconnecting with its routing id takes it over: its retries are recognised.
+            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         bound = []
         for endpoint in endpoints:
             try:
@@ -149,17 +167,28 @@ class Gateway:
             if router in ready:
                 self._receive(router)
         self._forward(pull, router, pub)
+        if self._abort_with is not None:
+            for identity, request_id in self._requests.in_flight():
+                reply = encode_error(request_id, self._abort_with)
+                self._send(router, identity, request_id, reply, retryable=self._abort_with.retryable)
 
     def _forward(self, pull: zmq.Socket[bytes], router: zmq.Socket[bytes], pub: zmq.Socket[bytes]) -> None:
         # EVENTS tells whether more is queued without the cost of a zmq.Again exception.
         for _ in range(_BATCH * 4):
             if not _readable(pull):
                 return
-            kind, address, payload = pull.recv_multipart()
-            if kind == KIND_REPLY:
-                router.send_multipart([address, payload])
-            elif kind == KIND_EVENT:
-                pub.send_multipart([address, payload])
+            frames = pull.recv_multipart()
+            if frames[0] == KIND_REPLY:  # see Outbox: kind, identity, request id, retryable, reply
+                _, identity, request_id, retryable, payload = frames
+                self._send(router, identity, request_id.decode(), payload, retryable=retryable == RETRYABLE)
+            elif frames[0] == KIND_EVENT:
+                pub.send_multipart(frames[1:])
+
+    def _send(
+        self, router: zmq.Socket[bytes], identity: bytes, request_id: str, reply: bytes, *, retryable: bool = False
+    ) -> None:
+        self._requests.finish(identity, request_id, reply, keep=not retryable)
+        router.send_multipart([identity, reply])
 
     def _receive(self, router: zmq.Socket[bytes]) -> None:
         for _ in range(_BATCH):
@@ -167,13 +196,24 @@ class Gateway:
                 return
             frames = router.recv_multipart()
             identity = frames[0]
-            reply = self._handle(identity, frames[1:])
-            if reply is not None:
+            request_id, reply, retryable = self._handle(identity, frames[1:])
+            if reply is None:
+                continue
+            if request_id is None:  # not registered: malformed, unauthorized or a duplicate's kept reply
                 router.send_multipart([identity, reply])
+            else:
+                self._send(router, identity, request_id, reply, retryable=retryable)
 
-    def _handle(self, identity: bytes, frames: list[bytes]) -> bytes | None:
-        """Turn one request into its encoded reply (``None`` if an actor will answer)."""
+    def _handle(self, identity: bytes, frames: list[bytes]) -> tuple[str | None, bytes | None, bool]:
+        """Turn one request into its id as registered, its encoded reply and whether that is retryable.
+
+        The reply is ``None`` if an actor will answer or the request is a retry still in
+        flight; the id is ``None`` if the request was not registered.
+        """
         request_id = ""
+        registered = False
+        retryable = False
+        reply: bytes | None
         try:
             if len(frames) != 1:
                 raise BadRequest(f"expected exactly one frame per request, got {len(frames)}")
@@ -190,6 +230,13 @@ class Gateway:
                 )
             if request.op not in OPS:
                 raise BadRequest(f"unknown op {request.op!r}: expected one of {', '.join(OPS)}")
+            if request_id:  # an empty id cannot tell requests apart: no retry protection
+                seen = self._requests.begin(identity, request_id, request.op)
+                if seen is PENDING:
+                    return None, None, False
+                if isinstance(seen, bytes):
+                    return None, seen, False
+                registered = True
             try:
                 args = decode_args(request.op, request.args)
             except msgspec.DecodeError as exc:
@@ -198,10 +245,10 @@ class Gateway:
                 raise ProviderUnavailable("the runtime is shutting down; retry against the next instance")
             result = self._dispatch(identity, request, args)
         except WorkspaceError as exc:
-            return encode_error(request_id, exc)
+            reply, retryable = encode_error(request_id, exc), exc.retryable
         except Exception:
             log.exception("request %s failed inside the runtime", request_id)
-            return encode_error(request_id, InternalError("internal error; see the runtime's log"))
-        if result is DEFERRED:
-            return None
-        return encode_ok(request_id, result)
+            reply = encode_error(request_id, InternalError("internal error; see the runtime's log"))
+        else:
+            reply = None if result is DEFERRED else encode_ok(request_id, result)
+        return (request_id if registered else None), reply, retryable

@@ -45,6 +45,7 @@ __all__ = [
     "Request",
     "Resync",
     "RunExec",
+    "Snapshot",
     "State",
     "StoredWorkspace",
     "Tick",
@@ -113,12 +114,16 @@ class StoredWorkspace(msgspec.Struct, frozen=True, kw_only=True, tag="workspace.
         spec: How the workspace was asked for (env stays private).
         handle: The provider's own name for the workspace (e.g. the container name).
         pooled: A warm pool member nobody has claimed yet (hidden from ``list``).
+        request: The key (client identity and request id) of the ``create`` that made
+            it, so a retry of that request is answered with this workspace, even after
+            a restart; cleared when the create is rolled back.
     """
 
     record: WorkspaceRecord
     spec: WorkspaceSpec
     handle: str = ""
     pooled: bool = False
+    request: str = ""
 
 
 # --------------------------------------------------------------------------- wire
@@ -214,6 +219,7 @@ OPS: dict[str, type[ArgsStruct]] = {
     "destroy": WorkspaceArgs,
     "extend": ExtendArgs,
     "stats": NoArgs,
+    "snapshot": NoArgs,
 }
 
 
@@ -225,6 +231,17 @@ class ExecResult(msgspec.Struct, frozen=True, kw_only=True):
     stderr: bytes
     timed_out: bool = False
     duration_ms: float = 0.0
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    """The result of ``snapshot``: the records (as ``list`` shows them) as of event ``seq``.
+
+    A subscriber that reconnects takes a snapshot, then applies only events with a
+    higher ``seq``; a gap in ``seq`` means it missed events and should take another.
+    """
+
+    seq: int
+    workspaces: list[WorkspaceRecord]
 
 
 class ErrorBody(msgspec.Struct, frozen=True):
@@ -316,6 +333,14 @@ class ReplyTo(msgspec.Struct, frozen=True):
 
     identity: bytes
     request_id: str
+
+    @property
+    def key(self) -> str:
+        """The printable key of this request (stored with a workspace a ``create`` made).
+
+        Empty for an empty id: such requests cannot be told apart, so they are never matched.
+        """
+        return f"{self.identity.hex()}:{self.request_id}" if self.request_id else ""
 
 
 class CreateWorkspace(msgspec.Struct, frozen=True, tag="cmd.create"):

@@ -15,10 +15,14 @@ import zmq
 from runtime.errors import WorkspaceError
 from runtime.messages import ErrorBody, ErrorReply, Event, OkReply, ReplyTo, encode
 
-__all__ = ["KIND_EVENT", "KIND_REPLY", "Outbox", "encode_error", "encode_ok"]
+__all__ = ["KIND_EVENT", "KIND_REPLY", "RETRYABLE", "Outbox", "encode_error", "encode_ok"]
 
 KIND_REPLY = b"R"
 KIND_EVENT = b"E"
+RETRYABLE = b"1"
+"""Reply frames say whether the reply is a retryable error (such replies are not kept for retries)."""
+_FINAL = b"0"
+_RETRYABLE = RETRYABLE
 
 
 def encode_ok(request_id: str, result: Any) -> bytes:
@@ -46,11 +50,14 @@ class Outbox:
 
     def reply(self, reply_to: ReplyTo, result: Any) -> None:
         """Send a successful reply to the client waiting on ``reply_to``."""
-        self._socket.send_multipart([KIND_REPLY, reply_to.identity, encode_ok(reply_to.request_id, result)])
+        reply = encode_ok(reply_to.request_id, result)
+        self._socket.send_multipart([KIND_REPLY, reply_to.identity, reply_to.request_id.encode(), _FINAL, reply])
 
     def fail(self, reply_to: ReplyTo, error: WorkspaceError) -> None:
         """Send a failed reply to the client waiting on ``reply_to``."""
-        self._socket.send_multipart([KIND_REPLY, reply_to.identity, encode_error(reply_to.request_id, error)])
+        reply = encode_error(reply_to.request_id, error)
+        final = _RETRYABLE if error.retryable else _FINAL
+        self._socket.send_multipart([KIND_REPLY, reply_to.identity, reply_to.request_id.encode(), final, reply])
 
     def publish(self, event: Event) -> None:
         """Publish an event on its topic."""

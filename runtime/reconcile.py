@@ -99,6 +99,8 @@ def converge(result: Plan, statelog: StateLog, provider: Provider, inventory: di
 
     def finish(entry: StoredWorkspace) -> None:
         state = entry.record.state
+        if state == "creating":  # a roll back: the create never answered, a retry runs it anew
+            entry = msgspec.structs.replace(entry, request="")
         backend = inventory.get(entry.record.id)
         handle = entry.handle or (backend.handle if backend is not None else "")
         try:

@@ -5,6 +5,7 @@ One LMDB environment with three databases:
 - ``events``: append-only, key = big-endian u64 ``seq``, value = the encoded event.
 - ``workspaces``: the current ``StoredWorkspace`` per workspace id.
 - ``meta``: ``last_seq`` and the runtime's ``instance`` id.
+- ``requests``: request key -> workspace id, for the ``create`` that made each workspace.
 
 LMDB allows one writer per environment, so one thread owns all writes: callers
 ``submit`` changes and get a future; the writer drains whatever is queued into a single
@@ -79,6 +80,7 @@ class StateLog:
         self._events = self._env.open_db(b"events")
         self._workspaces = self._env.open_db(b"workspaces")
         self._meta = self._env.open_db(b"meta")
+        self._requests = self._env.open_db(b"requests")
         with self._env.begin(write=True) as txn:
             raw = txn.get(b"last_seq", db=self._meta)
             self._last_seq = _SEQ.unpack(raw)[0] if raw else 0
@@ -159,7 +161,10 @@ class StateLog:
                     event = msgspec.structs.replace(change.event, seq=seq, ts=now)
                     txn.put(_SEQ.pack(seq), encode(event), db=self._events, append=True)
                     if change.entry is not None:
-                        txn.put(change.entry.record.id.encode(), encode(change.entry), db=self._workspaces)
+                        workspace_id = change.entry.record.id.encode()
+                        txn.put(workspace_id, encode(change.entry), db=self._workspaces)
+                        if change.entry.request:
+                            txn.put(change.entry.request.encode(), workspace_id, db=self._requests)
                     committed.append(event)
                 txn.put(b"last_seq", _SEQ.pack(seq), db=self._meta)
         except lmdb.Error as exc:
@@ -189,6 +194,16 @@ class StateLog:
         with self._env.begin(db=self._workspaces, buffers=True) as txn:
             raw = txn.get(workspace_id.encode())
             return None if raw is None else decode_stored(raw)
+
+    def created_by(self, request: str) -> StoredWorkspace | None:
+        """The workspace the ``create`` with this request key made, unless it was rolled back."""
+        with self._env.begin(buffers=True) as txn:
+            workspace_id = txn.get(request.encode(), db=self._requests)
+            if workspace_id is None:
+                return None
+            raw = txn.get(workspace_id, db=self._workspaces)
+            entry = None if raw is None else decode_stored(raw)
+        return entry if entry is not None and entry.request == request else None
 
     def workspaces(self) -> list[StoredWorkspace]:
         """Every workspace entry, in id order."""

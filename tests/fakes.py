@@ -51,6 +51,7 @@ class FakeProvider:
     boot_gate: threading.Event | None = None
     last_env: dict[str, str] = field(default_factory=dict)
     watching: threading.Event = field(default_factory=threading.Event)
+    execs: int = 0
 
     def probe(self) -> Probe:
         return Probe(self.healthy, "fake", "" if self.healthy else "fake provider switched off")
@@ -80,6 +81,7 @@ class FakeProvider:
     ) -> ExecResult:
         self.exec_started.set()
         self.last_env = dict(env)
+        self.execs += 1
         if self.gate is not None:
             self.gate.wait(30)
         with self.lock:
