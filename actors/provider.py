@@ -179,6 +179,12 @@ class ProviderActor(ChildActor):
                 log.debug("provider %s event stream: %s", self._provider_name, exc.message)
             except NotImplementedError:
                 return  # this provider has no event stream; the health checks suffice
+            if self._stop_watching.is_set():
+                return
+            try:  # the stream broke: check now rather than at the next interval (a daemon stopping)
+                self.actor_ref.tell(Tick())
+            except pykka.ActorDeadError:
+                return
             self._stop_watching.wait(backoff)
             backoff = min(backoff * 2, _WATCH_BACKOFF_MAX_S)
 

@@ -252,10 +252,24 @@ class WorkspaceActor(ChildActor):
 
     # ------------------------------------------------------------------ calls: exec and files
 
+    def _unavailable(self) -> ProviderUnavailable | None:
+        """Why the provider cannot serve this workspace now (its health check failed)."""
+        if self._entry is None:
+            return None
+        name = self._entry.record.provider
+        status = self._ctx.board.get(name)
+        if status is None or status.healthy:
+            return None
+        return ProviderUnavailable(f"provider {name} is unhealthy: {status.detail}")
+
     def _start_call(self, message: RunExec | WriteFile | ReadFile) -> None:
         state = self._state()
         if state != "ready":
             self._reply(message.reply_to, error=Conflict(f"workspace {self._id} is {state}, not ready"))
+            return
+        unavailable = self._unavailable()
+        if unavailable is not None:  # answer at once rather than wait on a backend that is down
+            self._reply(message.reply_to, error=unavailable)
             return
         assert self._entry is not None
         provider, handle = self._provider(), self._entry.handle
@@ -385,6 +399,11 @@ class WorkspaceActor(ChildActor):
         state = self._state()
         if state == "destroyed":
             self._reply(reply_to, {})
+            return
+        unavailable = self._unavailable()
+        if unavailable is not None and reply_to is not None and not self._destroy_waiters:
+            # A client's destroy changes nothing while the backend is down: it is retried.
+            self._reply(reply_to, error=unavailable)
             return
         self._destroy_waiters.append(reply_to)
         self._destroy_reason = reason or self._destroy_reason

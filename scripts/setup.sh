@@ -6,8 +6,9 @@
 #      pyproject.toml changes;
 #   2. a Docker daemon that answers. When none answers and we are root on Debian:
 #      install docker.io, runsc and mmdebstrap from Debian's packages, register runsc in
-#      /etc/docker/daemon.json (with --network=host, see docs/gvisor.md), and start
-#      dockerd in the background, logging to $DOCKERD_LOG. runsc must be 20240729 or
+#      /etc/docker/daemon.json (with --network=host, see docs/gvisor.md) with
+#      live-restore on (workspaces outlive a dockerd restart), and start dockerd in the
+#      background (scripts/dockerd.sh), logging to $DOCKERD_LOG. runsc must be 20240729 or
 #      newer (older releases break `ls` and `stat` in workspaces); on bookworm it comes
 #      from Debian's bookworm-backports;
 #   3. the base workspace image (Debian bookworm from mmdebstrap + docker import).
@@ -113,36 +114,27 @@ if os.path.exists(path) and os.path.getsize(path) > 0:
     with open(path) as handle:
         config = json.load(handle)
 runtimes = config.setdefault("runtimes", {})
+changed = False
 if "runsc" not in runtimes:
     # runsc's own network stack refuses to start on this kind of kernel ("cannot run
     # with network enabled in root network namespace"); --network=host runs it inside
     # the container's network namespace instead (see docs/gvisor.md).
     runtimes["runsc"] = {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=host"]}
+    changed = True
+if "live-restore" not in config:
+    # Workspaces keep running while dockerd restarts or is upgraded (docs/crash-safety.md).
+    config["live-restore"] = True
+    changed = True
+if changed:
     with open(path + ".tmp", "w") as handle:
         json.dump(config, handle, indent=2)
         handle.write("\n")
     os.replace(path + ".tmp", path)
-    print("registered runsc in " + path, file=sys.stderr)
+    print("registered runsc and live-restore in " + path, file=sys.stderr)
 PY
 }
 
-start_dockerd() {
-  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
-    say "starting Docker with systemctl"
-    systemctl restart docker || die "systemctl restart docker failed: see journalctl -u docker"
-  else
-    say "starting dockerd in the background (log: $DOCKERD_LOG)"
-    mkdir -p "$(dirname "$DOCKERD_LOG")"
-    setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 < /dev/null &
-  fi
-  local i
-  for i in $(seq 1 120); do
-    docker_answers && return 0
-    sleep 0.5
-  done
-  tail -n 20 "$DOCKERD_LOG" >&2 2>/dev/null || true
-  die "dockerd did not answer within 60 s (log above: $DOCKERD_LOG)"
-}
+start_dockerd() { PY="$PY" DOCKERD_LOG="$DOCKERD_LOG" scripts/dockerd.sh start; }
 
 # ---------------------------------------------------------------- 2. Docker
 setup_docker() {

@@ -155,3 +155,23 @@ def test_a_workspace_that_becomes_ready_during_a_health_check_is_not_taken_for_v
         release.set()
         poll_until(lambda: len(calls) >= 3)
         assert client.get(record.id).state == "ready"
+
+
+def test_calls_on_a_workspace_whose_provider_is_down_are_refused_at_once_and_change_nothing(
+    make_settings: MakeSettings,
+) -> None:
+    provider = FakeProvider()
+    settings = make_settings(health_interval_s=0.05)
+    with Runtime(settings, providers={"gvisor": provider}) as runtime, runtime.client() as client:
+        record = client.create()
+        provider.healthy = False
+        poll_until(lambda: not client.providers()[0].healthy)
+        for call in (lambda: client.exec(record.id, ["true"]), lambda: client.destroy(record.id)):
+            with pytest.raises(ProviderUnavailable) as refused:
+                call()
+            assert refused.value.retryable and "unhealthy" in refused.value.message
+        assert client.get(record.id).state == "ready"
+        provider.healthy = True
+        poll_until(lambda: client.providers()[0].healthy)
+        assert client.exec(record.id, ["true"]).exit_code == 0
+        client.destroy(record.id)
