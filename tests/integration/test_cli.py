@@ -4,92 +4,28 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
-import socket
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, remove_leftovers
+from tests.conftest import remove_leftovers
+from tests.serving import Server, cli, serve_env
 
 pytestmark = pytest.mark.docker
-
-WORKSPACES = [sys.executable, "-m", "runtime.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "ENABLE_AGENT_WORKSPACES": "true",
-        "WORKSPACE_STATE_DIR": str(tmp_path / "state"),
-        "WORKSPACE_ZMQ_ENDPOINT": f"tcp://127.0.0.1:{free_port()}",
-        "WORKSPACE_ZMQ_EVENTS_ENDPOINT": f"tcp://127.0.0.1:{free_port()}",
-        "WORKSPACE_DEFAULT_MEMORY": "256M",
-        "WORKSPACE_DEFAULT_CPU": "1",
-    }
-
-
-def cli(env: dict[str, str], *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [*WORKSPACES, *args], check=False, env=env, cwd=ROOT, input=stdin, capture_output=True, timeout=180
-    )
-
-
-class Server:
-    """`workspaces serve` in a subprocess; its log is collected by a reader thread."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(
-            [*WORKSPACES, "serve"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        self.lines: list[str] = []
-        self.ready = threading.Event()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            line = raw.decode(errors="replace").rstrip()
-            self.lines.append(line)
-            if " ready in " in line:
-                self.ready.set()
-        self.ready.set()  # the process ended: stop waiting either way
-
-    @property
-    def log(self) -> str:
-        return "\n".join(self.lines)
-
-    def instance(self) -> str:
-        match = re.search(r"\(instance ([0-9a-f]+)\)", self.log)
-        return match.group(1) if match else ""
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-        code = self.process.wait(60)
-        self.reader.join(10)
-        return code
+    return serve_env(tmp_path / "state")
 
 
 @pytest.fixture
 def server(env: dict[str, str], docker_client: Any) -> Iterator[Server]:
     served = Server(env)
     try:
-        assert served.ready.wait(60) and served.process.poll() is None, served.log
+        served.wait_ready()
         yield served
     finally:
         served.stop()
