@@ -22,6 +22,11 @@ ROOT = Path(__file__).resolve().parent.parent
 MakeSettings = Callable[..., Settings]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that restart the Docker daemon run last, so nothing else runs across a restart."""
+    items.sort(key=lambda item: item.get_closest_marker("restarts_docker") is not None)
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path) -> MakeSettings:
     """Settings for a test runtime: enabled, random loopback ports, small workspaces."""

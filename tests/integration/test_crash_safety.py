@@ -23,11 +23,12 @@ import lmdb
 import msgspec
 import pytest
 
+from actors.workspace import WorkspaceActor
 from runtime.client import Client, Subscriber
-from runtime.errors import WorkspaceError
+from runtime.errors import InternalError, WorkspaceError
 from runtime.messages import StoredWorkspace, decode_stored
 from runtime.providers.base import LABEL_ID, LABEL_INSTANCE
-from tests.conftest import remove_leftovers
+from tests.conftest import MakeDockerRuntime, remove_leftovers
 from tests.helpers import poll_until, wait_for_event, workspace_event
 from tests.serving import Server, serve_env
 
@@ -276,3 +277,29 @@ def test_exceeding_the_restart_intensity_exits_non_zero_with_a_clear_line(crasha
     assert "provider:gvisor crashed: RuntimeError('injected fault in the health check')" in server.log
     assert "restart intensity exceeded: 4 restarts within 10 s" in server.log
     assert "exiting after the supervisor gave up" in server.log
+
+
+def test_an_exception_in_one_workspace_actor_leaves_every_other_workspace_serving(
+    make_docker_runtime: MakeDockerRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = make_docker_runtime()
+    with runtime.client() as client, runtime.subscribe(("actor",)) as crashes:
+        victim, *others = (client.create() for _ in range(3))
+        real_start_call = WorkspaceActor._start_call
+
+        def crash_for_the_victim(self: WorkspaceActor, message: Any) -> None:
+            if self._id == victim.id:
+                raise RuntimeError("injected fault")
+            real_start_call(self, message)
+
+        monkeypatch.setattr(WorkspaceActor, "_start_call", crash_for_the_victim)
+        with pytest.raises(InternalError, match="crashed"):
+            client.exec(victim.id, ["true"])
+        crash = wait_for_event(crashes, lambda event: event["workspace_id"] == victim.id)
+        assert crash["restarted"] and "injected fault" in crash["reason"]
+        for record in others:
+            assert client.exec(record.id, ["echo", record.id]).stdout == f"{record.id}\n".encode()
+        monkeypatch.setattr(WorkspaceActor, "_start_call", real_start_call)
+        assert client.exec(victim.id, ["echo", "rebuilt"]).stdout == b"rebuilt\n"
+        for record in (victim, *others):
+            client.destroy(record.id)
