@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import ping, pool, workspaces
+from bench import ping, pool, restart, workspaces
 
-BENCHMARKS = {"ping": ping.main, "workspaces": workspaces.main, "pool": pool.main}
+BENCHMARKS = {"ping": ping.main, "workspaces": workspaces.main, "pool": pool.main, "restart": restart.main}
 
 
 def main() -> None:
