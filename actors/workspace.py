@@ -121,7 +121,7 @@ class WorkspaceActor(ChildActor):
             # this message is told now rather than left to time out.
             reply_to = getattr(message, "reply_to", None)
             if isinstance(reply_to, ReplyTo):
-                error = InternalError(f"the actor of workspace {self._id} crashed ({exc!r}); it was restarted, retry")
+                error = InternalError(f"the actor of workspace {self._id} crashed handling this request: {exc!r}")
                 self._reply(reply_to, error=error)
             raise
 
@@ -232,6 +232,9 @@ class WorkspaceActor(ChildActor):
         if isinstance(done.error, WorkspaceError):
             if pool is not None:
                 pool.failed(self._id)  # counted; the PoolActor retries at its next tick
+            # It made nothing, so a retry of the same request may run it again.
+            assert self._entry is not None
+            self._entry = msgspec.structs.replace(self._entry, request="")
             self._persist("failed", error=done.error.message, reason="create failed")
             self._end()
             self._reply(done.reply_to, error=done.error)

@@ -212,13 +212,14 @@ class Runtime:
             began = time.monotonic()
             try:
                 inventory = provider.inventory()
-            except WorkspaceError as exc:
+                found = plan(name, entries, inventory)
+                converge(found, statelog, provider, inventory)
+            except Exception as exc:
                 unreconciled.add(name)
+                reason = exc.message if isinstance(exc, WorkspaceError) else repr(exc)
                 log.warning("provider %s cannot be reconciled now (%s); it will be once it answers", name,
-                            exc.message)  # fmt: skip
+                            reason)  # fmt: skip
                 return
-            found = plan(name, entries, inventory)
-            converge(found, statelog, provider, inventory)
             log.info("reconciled provider %s in %.0f ms: %s", name, (time.monotonic() - began) * 1000,
                      found.summary())  # fmt: skip
 

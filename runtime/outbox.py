@@ -22,7 +22,6 @@ KIND_EVENT = b"E"
 RETRYABLE = b"1"
 """Reply frames say whether the reply is a retryable error (such replies are not kept for retries)."""
 _FINAL = b"0"
-_RETRYABLE = RETRYABLE
 
 
 def encode_ok(request_id: str, result: Any) -> bytes:
@@ -56,7 +55,7 @@ class Outbox:
     def fail(self, reply_to: ReplyTo, error: WorkspaceError) -> None:
         """Send a failed reply to the client waiting on ``reply_to``."""
         reply = encode_error(reply_to.request_id, error)
-        final = _RETRYABLE if error.retryable else _FINAL
+        final = RETRYABLE if error.retryable else _FINAL
         self._socket.send_multipart([KIND_REPLY, reply_to.identity, reply_to.request_id.encode(), final, reply])
 
     def publish(self, event: Event) -> None:

@@ -1,6 +1,6 @@
 """The LMDB state log: what the runtime promised, durable before it is acknowledged.
 
-One LMDB environment with three databases:
+One LMDB environment with four databases:
 
 - ``events``: append-only, key = big-endian u64 ``seq``, value = the encoded event.
 - ``workspaces``: the current ``StoredWorkspace`` per workspace id.

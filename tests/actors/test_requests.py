@@ -100,6 +100,19 @@ def test_a_retryable_refusal_is_not_kept_so_the_retry_runs(
     assert raw.recv()["ok"]
 
 
+def test_a_create_that_failed_in_the_backend_runs_again_when_retried(
+    fake_runtime: Runtime, fake_provider: FakeProvider, raw: RawClient
+) -> None:
+    fake_provider.fail_create = ProviderUnavailable("the daemon went away mid-create")
+    raw.send("create-2", "create", {})
+    failed = raw.recv()
+    assert failed["error"]["code"] == "provider_unavailable" and failed["error"]["retryable"]
+    fake_provider.fail_create = None
+    raw.send("create-2", "create", {})
+    assert raw.recv()["ok"]
+    assert fake_provider.created == 1
+
+
 def test_a_create_is_recognised_after_a_restart_by_its_client_and_id(make_settings: MakeSettings) -> None:
     provider = FakeProvider()
     settings = make_settings()
