@@ -36,6 +36,7 @@ from runtime.messages import (
     ContainerEvent,
     CreateWorkspace,
     DestroyWorkspace,
+    ProviderHealthChanged,
     Resync,
     Tick,
 )
@@ -136,11 +137,16 @@ class ProviderActor(ChildActor):
                 runtime=status.runtime,
                 now=time.time(),
             )
-            entry = msgspec.structs.replace(entry, request=message.reply_to.key)
+            entry = msgspec.structs.replace(
+                entry,
+                record=msgspec.structs.replace(entry.record, fallback_from=message.fallback_from),
+                request=message.reply_to.key,
+            )
             if pool is not None and not message.cold and matches_pool(ctx.settings, message.args):
                 member = pool.claim()
                 if member is not None:  # the member's actor answers, then asks for a refill
-                    deliver(ctx, self.supervisor, member, Adopt(message.reply_to, message.args, self._provider_name))
+                    claim = Adopt(message.reply_to, message.args, self._provider_name, message.fallback_from)
+                    deliver(ctx, self.supervisor, member, claim)
                     return
             self._admit(workspace_id, pool)
         except WorkspaceError as exc:
@@ -234,6 +240,11 @@ class ProviderActor(ChildActor):
             state = "healthy" if probe.healthy else "unhealthy"
             log.log(level, "provider %s is %s (runtime %s)%s", self._provider_name, state, probe.runtime,
                     f": {probe.detail}" if probe.detail else "")  # fmt: skip
+            self._ctx.publish(
+                ProviderHealthChanged(
+                    provider=self._provider_name, healthy=probe.healthy, detail=probe.detail, runtime=probe.runtime
+                )
+            )
         if report.inventory is not None:
             if self._provider_name in self._ctx.unreconciled:
                 self._recover(report.inventory)

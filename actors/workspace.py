@@ -335,7 +335,7 @@ class WorkspaceActor(ChildActor):
         entry = self._entry
         if entry is None or not entry.pooled or entry.record.state != "ready":
             # It failed or went away after it was claimed: serve the request cold.
-            cold = CreateWorkspace(message.reply_to, message.args, cold=True)
+            cold = CreateWorkspace(message.reply_to, message.args, cold=True, fallback_from=message.fallback_from)
             if not self._tell(provider_name(message.provider), cold):
                 self._reply(message.reply_to, error=ProviderUnavailable(f"provider {message.provider} is restarting"))
             return
@@ -352,7 +352,12 @@ class WorkspaceActor(ChildActor):
         except WorkspaceError as exc:  # validated before the claim; kept for safety
             self._reply(message.reply_to, error=exc)
             return
-        adopted = msgspec.structs.replace(adopt(entry, wanted), request=message.reply_to.key)
+        adopted = adopt(entry, wanted)
+        adopted = msgspec.structs.replace(
+            adopted,
+            record=msgspec.structs.replace(adopted.record, fallback_from=message.fallback_from),
+            request=message.reply_to.key,
+        )
         self._ctx.statelog.put_workspace(adopted, reason="claimed from the warm pool")
         self._entry = adopted
         log.info("workspace %s is ready (claimed from the warm pool)", self._id)

@@ -376,16 +376,33 @@ class Runtime:
         name = (args.provider or self.settings.default_provider).lower()
         if name not in PROVIDERS:
             raise BadRequest(f"provider={name!r} is unknown: expected one of {', '.join(PROVIDERS)}")
+        fallback_from = None
+        if args.provider is None:
+            fallback = self._fallback(ctx, name)
+            if fallback is not None:
+                name, fallback_from = fallback, name
         ref = ctx.registry.get(provider_name(name))
         if ref is None:
             raise ProviderUnavailable(
                 f"provider {name} is not running in this runtime", retryable=name in ctx.providers
             )
         try:
-            ref.tell(CreateWorkspace(reply_to, args))
+            ref.tell(CreateWorkspace(reply_to, args, fallback_from=fallback_from))
         except pykka.ActorDeadError:
             raise ProviderUnavailable(f"provider {name} is restarting") from None
         return DEFERRED
+
+    def _fallback(self, ctx: ActorContext, default: str) -> str | None:
+        """The first healthy fallback provider when the default one is unhealthy, if any."""
+        status = ctx.board.get(default)
+        if status is None or status.healthy:
+            return None
+        for name in self.settings.fallback_providers:
+            candidate = ctx.board.get(name)
+            if name != default and candidate is not None and candidate.healthy:
+                log.info("provider %s is unhealthy: creating on fallback provider %s", default, name)
+                return name
+        return None
 
     def _created(self, ctx: ActorContext, made: StoredWorkspace) -> WorkspaceRecord:
         """The answer to a retried create: the workspace it made, as it is now."""

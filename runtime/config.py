@@ -117,6 +117,25 @@ def _pattern(regex: re.Pattern[str], *, allow_empty: bool) -> Callable[[object],
     return parse
 
 
+def _providers(value: object) -> tuple[str, ...]:
+    """A comma-separated list of provider names (empty: none), duplicates removed."""
+    names = [part.strip().lower() for part in str(value).split(",") if part.strip()]
+    if any(name not in PROVIDERS for name in names):
+        raise ValueError(value)
+    return tuple(dict.fromkeys(names))
+
+
+def _address(value: object) -> str:
+    """``host:port`` to listen on (empty: off)."""
+    text = str(value).strip()
+    if not text:
+        return ""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(value)
+    return text
+
+
 def _text(value: object) -> str:
     return str(value).strip()
 
@@ -247,6 +266,21 @@ VARIABLES: tuple[Variable, ...] = (
         "an image name",
     ),
     Variable("WORKSPACE_HEALTH_INTERVAL_S", "health_interval_s", 30, _number(0.01), "a number of seconds > 0"),
+    Variable(
+        "WORKSPACE_FALLBACK_PROVIDERS",
+        "fallback_providers",
+        "",
+        _providers,
+        "empty or a comma-separated list of " + ", ".join(PROVIDERS),
+    ),
+    Variable("WORKSPACE_SAMPLE_INTERVAL_S", "sample_interval_s", 5, _number(0.01), "a number of seconds > 0"),
+    Variable(
+        "WORKSPACE_METRICS_ADDR",
+        "metrics_addr",
+        "",
+        _address,
+        "empty (no metrics endpoint) or host:port such as 127.0.0.1:9464",
+    ),
 )
 
 _BY_NAME = {var.name: var for var in VARIABLES}
@@ -279,6 +313,9 @@ class Settings:
     auth_token: str | None
     default_image: str
     health_interval_s: float
+    fallback_providers: tuple[str, ...] = ()
+    sample_interval_s: float = 5.0
+    metrics_addr: str = ""
     config_file: Path | None = None
 
     @property

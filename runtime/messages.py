@@ -38,6 +38,7 @@ __all__ = [
     "ListArgs",
     "NoArgs",
     "OkReply",
+    "ProviderHealthChanged",
     "ReadFile",
     "ReadFileArgs",
     "Refill",
@@ -73,7 +74,9 @@ class WorkspaceRecord(msgspec.Struct, frozen=True, kw_only=True):
 
     Beyond DESIGN.md's fields: ``oom_kills`` counts processes the kernel killed at the
     memory limit while the workspace lived on; ``disk_used_bytes`` is the latest disk
-    measurement (filled in when the record is read, ``None`` until measured).
+    measurement (filled in when the record is read, ``None`` until measured);
+    ``fallback_from`` names the default provider that was unhealthy when this workspace
+    was created on a fallback provider (``WORKSPACE_FALLBACK_PROVIDERS``).
     """
 
     id: str
@@ -92,6 +95,7 @@ class WorkspaceRecord(msgspec.Struct, frozen=True, kw_only=True):
     error: str | None = None
     oom_kills: int = 0
     disk_used_bytes: int | None = None
+    fallback_from: str | None = None
 
 
 class WorkspaceSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -323,7 +327,17 @@ class ActorCrashed(Event, frozen=True, tag="actor.crashed"):
     workspace_id: str | None = None
 
 
-AnyEvent = WorkspaceStateChanged | AlertRaised | AlertCleared | ActorCrashed
+class ProviderHealthChanged(Event, frozen=True, tag="provider.health"):
+    """A provider turned healthy or unhealthy (or its detail changed)."""
+
+    topic: ClassVar[str] = "provider"
+    provider: str
+    healthy: bool
+    detail: str
+    runtime: str
+
+
+AnyEvent = WorkspaceStateChanged | AlertRaised | AlertCleared | ActorCrashed | ProviderHealthChanged
 
 # --------------------------------------------------------------------------- actor commands
 
@@ -344,23 +358,28 @@ class ReplyTo(msgspec.Struct, frozen=True):
 
 
 class CreateWorkspace(msgspec.Struct, frozen=True, tag="cmd.create"):
-    """Gateway -> ProviderActor: create a workspace (``cold``: do not take it from the pool)."""
+    """Gateway -> ProviderActor: create a workspace (``cold``: do not take it from the pool).
+
+    ``fallback_from`` is set when this provider stands in for an unhealthy default.
+    """
 
     reply_to: ReplyTo
     args: CreateArgs
     cold: bool = False
+    fallback_from: str | None = None
 
 
 class Adopt(msgspec.Struct, frozen=True, tag="cmd.adopt"):
     """ProviderActor -> WorkspaceActor of a pool member: become the workspace ``args`` asks for.
 
     ``provider`` is the claiming ProviderActor's provider, to hand the request back to
-    (as a cold create) should the member be gone.
+    (as a cold create) should the member be gone; ``fallback_from`` as in ``CreateWorkspace``.
     """
 
     reply_to: ReplyTo
     args: CreateArgs
     provider: str
+    fallback_from: str | None = None
 
 
 class Refill(msgspec.Struct, frozen=True, tag="cmd.refill"):

@@ -103,6 +103,9 @@ def test_sizes_refuse_anything_else(text: str) -> None:
         ("WORKSPACE_NETWORK_NAME", "bad name!", "a Docker network name"),
         ("WORKSPACE_ZMQ_ENDPOINT", "http://x", "a ZeroMQ endpoint"),
         ("WORKSPACE_HEALTH_INTERVAL_S", "soon", "a number of seconds > 0"),
+        ("WORKSPACE_FALLBACK_PROVIDERS", "e2b,kvm", "a comma-separated list of gvisor, firecracker, e2b"),
+        ("WORKSPACE_METRICS_ADDR", "9464", "host:port such as 127.0.0.1:9464"),
+        ("WORKSPACE_SAMPLE_INTERVAL_S", "0", "a number of seconds > 0"),
     ],
 )
 def test_a_bad_value_gives_one_line_naming_variable_value_and_what_is_accepted(
@@ -168,3 +171,12 @@ def test_an_unknown_workspace_variable_in_the_environment_is_warned_about(
 
 def test_fractional_cleanup_intervals_are_accepted(tmp_path: Path) -> None:
     assert settings_from({"WORKSPACE_CLEANUP_INTERVAL_MIN": "0.05"}, tmp_path).cleanup_interval_min == 0.05
+
+
+def test_fallback_providers_and_the_metrics_address_are_parsed(tmp_path: Path) -> None:
+    settings = settings_from(
+        {"WORKSPACE_FALLBACK_PROVIDERS": " E2B, firecracker,e2b ", "WORKSPACE_METRICS_ADDR": "127.0.0.1:9464"}, tmp_path
+    )
+    assert settings.fallback_providers == ("e2b", "firecracker")
+    assert settings.metrics_addr == "127.0.0.1:9464"
+    assert settings_from({}, tmp_path).fallback_providers == ()

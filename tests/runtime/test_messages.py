@@ -98,7 +98,7 @@ def test_records_and_exec_results_keep_every_field_on_the_wire() -> None:
     assert set(wire) == {
         "id", "state", "provider", "runtime", "image", "cpu", "memory_bytes", "disk_bytes",
         "labels", "persistent", "created_at", "expires_at", "from_pool", "error",
-        "oom_kills", "disk_used_bytes",
+        "oom_kills", "disk_used_bytes", "fallback_from",
     }  # fmt: skip
     result = msgspec.msgpack.decode(encode(ExecResult(exit_code=3, stdout=b"o", stderr=b"e")))
     assert result == {"exit_code": 3, "stdout": b"o", "stderr": b"e", "timed_out": False, "duration_ms": 0.0}

@@ -1,0 +1,51 @@
+"""Provider health as clients see it: events on change, fallback providers."""
+
+from __future__ import annotations
+
+import pytest
+
+from runtime.app import Runtime
+from runtime.errors import ProviderUnavailable, Timeout
+from tests.conftest import MakeSettings
+from tests.fakes import FakeProvider
+from tests.helpers import poll_until, wait_for_event
+
+
+def test_a_create_goes_to_a_healthy_fallback_when_the_default_is_unhealthy(make_settings: MakeSettings) -> None:
+    default, fallback = FakeProvider(healthy=False), FakeProvider(name="e2b")
+    settings = make_settings(fallback_providers=("e2b",), health_interval_s=0.05)
+    with Runtime(settings, providers={"gvisor": default, "e2b": fallback}) as runtime, runtime.client() as client:
+        record = client.create()
+        assert (record.provider, record.fallback_from) == ("e2b", "gvisor")
+        assert client.get(record.id).fallback_from == "gvisor"
+        with pytest.raises(ProviderUnavailable):  # asked for by name: no fallback
+            client.create(provider="gvisor")
+        default.healthy = True
+        poll_until(lambda: all(status.healthy for status in client.providers()))
+        back = client.create()
+        assert (back.provider, back.fallback_from) == ("gvisor", None)
+
+
+def test_without_a_configured_fallback_an_unhealthy_default_refuses_creates(make_settings: MakeSettings) -> None:
+    providers = {"gvisor": FakeProvider(healthy=False), "e2b": FakeProvider(name="e2b")}
+    with Runtime(make_settings(), providers=providers) as runtime, runtime.client() as client:
+        with pytest.raises(ProviderUnavailable) as refused:
+            client.create()
+        assert refused.value.retryable and "fake provider switched off" in refused.value.message
+
+
+def test_health_changes_are_published_once_per_change(make_settings: MakeSettings) -> None:
+    provider = FakeProvider()
+    with (
+        Runtime(make_settings(health_interval_s=0.05), providers={"gvisor": provider}) as runtime,
+        runtime.subscribe(("provider",)) as events,
+    ):
+        provider.healthy = False
+        down = wait_for_event(events, lambda event: event["type"] == "provider.health")
+        assert (down["provider"], down["healthy"]) == ("gvisor", False)
+        assert down["detail"] == "fake provider switched off"
+        provider.healthy = True
+        up = wait_for_event(events, lambda event: event["type"] == "provider.health")
+        assert up["healthy"] is True and up["seq"] > down["seq"]
+        with pytest.raises(Timeout):  # checks go on every 0.05 s, but nothing changes
+            events.recv(0.3)
