@@ -15,11 +15,12 @@ from actors.supervision import Registry
 from runtime.admission import Admission
 from runtime.config import Settings
 from runtime.errors import InternalError, WorkspaceError
-from runtime.messages import Completed, Event, ReplyTo
+from runtime.messages import AlertCleared, AlertRaised, Completed, Event, ReplyTo
 from runtime.monitor import AlertBoard, Sweeps, UsageBoard
 from runtime.outbox import Outbox
 from runtime.pool import Pool
 from runtime.providers.base import Provider, ProviderBoard
+from runtime.sampler import SampleBoard
 from runtime.statelog import StateLog
 
 __all__ = ["ActorContext"]
@@ -44,6 +45,7 @@ class ActorContext:
         alerts: The active alerts.
         pools: The warm pool of each provider that keeps one.
         sweeps: What the reaper did.
+        samples: The sampler's latest measurements.
         unreconciled: Providers that could not be reconciled at start (they were down);
             each one's ProviderActor finishes the job when the provider first answers.
     """
@@ -60,12 +62,23 @@ class ActorContext:
     alerts: AlertBoard
     pools: Mapping[str, Pool]
     sweeps: Sweeps
+    samples: SampleBoard = field(default_factory=SampleBoard)
     unreconciled: set[str] = field(default_factory=set)
 
     def publish(self, event: Event | None) -> None:
         """Write ``event`` to the state log, which publishes it (no-op for ``None``); does not wait."""
         if event is not None:
             self.statelog.submit(event)
+
+    def alert(self, event: AlertRaised | AlertCleared | None) -> None:
+        """Log and publish an alert raised or cleared (no-op for ``None``)."""
+        if event is None:
+            return
+        if isinstance(event, AlertRaised):
+            log.warning("alert %s: %s", event.key, event.message)
+        else:
+            log.info("alert %s cleared: %s", event.key, event.message)
+        self.publish(event)
 
     def outbox(self) -> Outbox:
         """A new outbox for the calling thread."""

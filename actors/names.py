@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["POOL", "REAPER", "provider_name", "workspace_name"]
+__all__ = ["POOL", "REAPER", "SAMPLER", "provider_name", "workspace_name"]
 
 POOL = "pool"
 REAPER = "reaper"
+SAMPLER = "sampler"
 
 
 def provider_name(provider: str) -> str:

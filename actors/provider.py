@@ -29,8 +29,6 @@ from actors.workspace import deliver
 from runtime.errors import CapacityExceeded, ProviderUnavailable, WorkspaceError
 from runtime.messages import (
     Adopt,
-    AlertCleared,
-    AlertRaised,
     BootWorkspace,
     Completed,
     ContainerEvent,
@@ -40,7 +38,6 @@ from runtime.messages import (
     Resync,
     Tick,
 )
-from runtime.monitor import Usage
 from runtime.outbox import Outbox
 from runtime.pool import Pool, matches_pool
 from runtime.providers.base import BackendState, EventWatch, Probe, ProviderStatus
@@ -268,14 +265,13 @@ class ProviderActor(ChildActor):
     def _reconcile(self, report: HealthReport) -> None:
         """Tell each ready workspace what the backend shows but the events did not say."""
         inventory, disk = report.inventory or {}, report.disk
-        now = time.time()
         for entry in self._ctx.statelog.workspaces():
             record = entry.record
             if record.provider != self._provider_name:
                 continue
             key = f"disk:{record.id}"
             if record.state != "ready":
-                self._publish(self._ctx.alerts.clear(key, f"workspace {record.id} is {record.state}"))
+                self._ctx.alert(self._ctx.alerts.clear(key, f"workspace {record.id} is {record.state}"))
                 self._ctx.usage.forget(record.id)
                 continue
             if record.id not in report.ready:
@@ -288,24 +284,17 @@ class ProviderActor(ChildActor):
             used = disk.get(entry.handle)
             if used is None:
                 continue
-            self._ctx.usage.set(record.id, Usage(used, record.disk_bytes, now))
-            self._publish(
+            self._ctx.usage.update(record.id, disk_used_bytes=used, disk_bytes=record.disk_bytes)
+            pct = self._ctx.settings.alert_threshold_pct
+            self._ctx.alert(
                 self._ctx.alerts.evaluate(
                     key,
                     resource="disk",
                     value=float(used),
-                    threshold=float(record.disk_bytes),
+                    threshold=record.disk_bytes * pct / 100,
                     limit=float(record.disk_bytes),
-                    message=f"workspace {record.id} uses {used} bytes of disk; its budget is {record.disk_bytes}",
+                    message=f"workspace {record.id} uses {used} bytes of disk, {100 * used / record.disk_bytes:.0f}% "
+                    f"of its budget of {record.disk_bytes} (threshold {pct:g}%)",
                     workspace_id=record.id,
                 )
             )
-
-    def _publish(self, event: AlertRaised | AlertCleared | None) -> None:
-        if event is None:
-            return
-        if isinstance(event, AlertRaised):
-            log.warning("alert %s: %s", event.key, event.message)
-        else:
-            log.info("alert %s cleared: %s", event.key, event.message)
-        self._ctx.publish(event)

@@ -24,6 +24,7 @@ from actors.names import provider_name
 from actors.pool import pool_child
 from actors.provider import provider_child
 from actors.reaper import reaper_child
+from actors.sampler import sampler_child
 from actors.supervision import Registry, Sync
 from actors.supervisor import Supervisor
 from actors.workspace import deliver
@@ -186,7 +187,7 @@ class Runtime:
             unreconciled=unreconciled,
         )
         children = [provider_child(ctx, name) for name in providers]
-        children += [pool_child(ctx), reaper_child(ctx)]
+        children += [pool_child(ctx), reaper_child(ctx), sampler_child(ctx)]
         self._supervisor = Supervisor.start(registry, children, on_escalate=self._escalated, on_crash=self._crashed)
         # Serve only once every provider has been checked: Sync is handled after on_start.
         self._supervisor.ask(Sync(), timeout=_START_TIMEOUT_S)

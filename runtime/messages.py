@@ -304,6 +304,7 @@ class AlertEvent(Event, frozen=True):
     value: float
     limit: float
     workspace_id: str | None = None
+    threshold: float | None = None
 
 
 class AlertRaised(AlertEvent, frozen=True, tag="alert.raised"):

@@ -22,11 +22,18 @@ AlertT = TypeVar("AlertT", AlertRaised, AlertCleared)
 
 
 class Usage(msgspec.Struct, frozen=True):
-    """One workspace's latest measured disk use."""
+    """One workspace's latest measurements; each field is ``None`` until measured.
 
-    disk_used_bytes: int
-    disk_bytes: int
-    measured_at: float
+    Disk is measured by the provider's health check, CPU and memory by the sampler.
+    ``cpu_pct`` and ``memory_pct`` are percentages of the workspace's own limits.
+    """
+
+    disk_used_bytes: int | None = None
+    disk_bytes: int | None = None
+    cpu_pct: float | None = None
+    memory_bytes: int | None = None
+    memory_pct: float | None = None
+    measured_at: float = 0.0
 
 
 class UsageBoard:
@@ -36,10 +43,11 @@ class UsageBoard:
         self._lock = threading.Lock()
         self._usage: dict[str, Usage] = {}
 
-    def set(self, workspace_id: str, usage: Usage) -> None:
-        """Record a measurement."""
+    def update(self, workspace_id: str, **measured: float | int | None) -> None:
+        """Record new measurements of a workspace, keeping the others."""
         with self._lock:
-            self._usage[workspace_id] = usage
+            current = self._usage.get(workspace_id) or Usage()
+            self._usage[workspace_id] = msgspec.structs.replace(current, measured_at=time.time(), **measured)
 
     def get(self, workspace_id: str) -> Usage | None:
         """The latest measurement of a workspace, if any."""
@@ -84,7 +92,13 @@ class AlertBoard:
 
         def event(kind: type[AlertT]) -> AlertT:
             return kind(
-                key=key, resource=resource, message=message, value=value, limit=limit, workspace_id=workspace_id
+                key=key,
+                resource=resource,
+                message=message,
+                value=value,
+                limit=limit,
+                workspace_id=workspace_id,
+                threshold=threshold,
             )
 
         with self._lock:
@@ -111,6 +125,7 @@ class AlertBoard:
             value=0.0,
             limit=active.limit,
             workspace_id=active.workspace_id,
+            threshold=active.threshold,
         )
 
     def active(self) -> list[AlertRaised]:

@@ -14,8 +14,6 @@ if TYPE_CHECKING:
 
 __all__ = ["snapshot"]
 
-psutil.cpu_percent(interval=None)  # the first reading only primes the counter
-
 
 def _disk_pct(path: str) -> float:
     try:
@@ -44,17 +42,27 @@ def snapshot(ctx: ActorContext) -> dict[str, Any]:
         if not entry.pooled:
             by_state[entry.record.state] = by_state.get(entry.record.state, 0) + 1
     data_root = next((status.data_root for status in ctx.board.all() if status.data_root), "")
+    sample = ctx.samples.latest()
+    sampler: dict[str, float | None]
+    if sample is not None:
+        host: dict[str, Any] = msgspec.to_builtins(sample.host)
+        sampler = {"interval_s": ctx.settings.sample_interval_s, "sampled_at": sample.sampled_at,
+                   "took_ms": sample.took_ms}  # fmt: skip
+    else:  # before the first sample
+        host = {
+            "cpu_pct": None,  # a rate: known from the second reading on
+            "mem_pct": psutil.virtual_memory().percent,
+            "disk_pct": _disk_pct(data_root or str(ctx.settings.state_dir)),
+        }
+        sampler = {"interval_s": ctx.settings.sample_interval_s, "sampled_at": None, "took_ms": None}
     return {
         "workspaces": sum(count for state, count in by_state.items() if state in ACTIVE_STATES),
         "by_state": by_state,
         "capacity": {"active": ctx.admission.count(), "limit": ctx.admission.limit},
         "pool": _pool(ctx),
         "reaper": ctx.sweeps.as_dict(),
-        "host": {
-            "cpu_pct": psutil.cpu_percent(interval=None),
-            "mem_pct": psutil.virtual_memory().percent,
-            "disk_pct": _disk_pct(data_root or str(ctx.settings.state_dir)),
-        },
+        "host": host,
+        "sampler": sampler,
         "alerts": [msgspec.to_builtins(alert) for alert in ctx.alerts.active()],
         "usage": {workspace_id: msgspec.to_builtins(usage) for workspace_id, usage in ctx.usage.all().items()},
     }

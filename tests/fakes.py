@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from runtime.errors import NotFound, ProviderUnavailable
 from runtime.messages import ContainerEvent, ExecResult, WorkspaceSpec
-from runtime.providers.base import OUTPUT_LIMIT, BackendState, Probe
+from runtime.providers.base import OUTPUT_LIMIT, BackendState, Probe, ResourceUsage
 
 
 class FakeWatch:
@@ -52,6 +52,7 @@ class FakeProvider:
     last_env: dict[str, str] = field(default_factory=dict)
     watching: threading.Event = field(default_factory=threading.Event)
     execs: int = 0
+    usage: dict[str, ResourceUsage] = field(default_factory=dict)
 
     def probe(self) -> Probe:
         return Probe(self.healthy, "fake", "" if self.healthy else "fake provider switched off")
@@ -122,3 +123,6 @@ class FakeProvider:
 
     def disk_usage(self, handles: list[str]) -> dict[str, int]:
         return {handle: self.disk[handle] for handle in handles if handle in self.disk}
+
+    def resource_usage(self, handles: list[str]) -> dict[str, ResourceUsage]:
+        return {handle: self.usage[handle] for handle in handles if handle in self.usage}

@@ -14,6 +14,7 @@ from typing import Protocol
 import msgspec
 
 from runtime.messages import ContainerEvent, ExecResult, WorkspaceSpec
+from runtime.providers.cgroups import ResourceUsage
 
 __all__ = [
     "LABEL_ID",
@@ -26,6 +27,7 @@ __all__ = [
     "Provider",
     "ProviderBoard",
     "ProviderStatus",
+    "ResourceUsage",
 ]
 
 LABEL_MANAGED = "agent-workspaces.managed"
@@ -134,6 +136,10 @@ class Provider(Protocol):
 
     def disk_usage(self, handles: list[str]) -> dict[str, int]:
         """Bytes of disk each workspace occupies (missing entries: not measurable)."""
+        ...
+
+    def resource_usage(self, handles: list[str]) -> dict[str, ResourceUsage]:
+        """CPU time and memory of each workspace, read cheaply (missing entries: not measurable)."""
         ...
 
 

@@ -27,6 +27,7 @@ from docker.types import Mount
 from runtime.errors import BadRequest, Conflict, NotFound, ProviderUnavailable, Timeout, WorkspaceError
 from runtime.messages import ExecResult, WorkspaceSpec
 from runtime.providers.base import LABEL_ID, LABEL_INSTANCE, LABEL_MANAGED, OUTPUT_LIMIT, BackendState, Probe
+from runtime.providers.cgroups import CgroupFiles, ResourceUsage, find_cgroup, read_usage
 from runtime.providers.diskusage import tree_usage
 from runtime.providers.docker_events import DockerEventWatch, exit_detail
 from runtime.providers.docker_exec import ExecStream, open_unix_exec, pump
@@ -89,6 +90,7 @@ class DockerProvider:
         self._warned_fallback = False
         self._streams: dict[str, set[socket.socket]] = {}
         self._paths: dict[str, tuple[str, ...]] = {}
+        self._cgroups: dict[str, CgroupFiles] = {}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -271,6 +273,7 @@ class DockerProvider:
         with self._errors(f"destroying {handle}"):
             self._remove(self._docker(), handle)
         self._paths.pop(handle, None)
+        self._cgroups.pop(handle, None)
 
     @staticmethod
     def _remove(client: docker.DockerClient, handle: str) -> None:
@@ -332,6 +335,31 @@ class DockerProvider:
                 self._paths[handle] = paths
             if all(os.path.isdir(path) for path in paths):
                 usage[handle] = tree_usage(*paths)
+        return usage
+
+    def resource_usage(self, handles: list[str]) -> dict[str, ResourceUsage]:
+        """CPU time and memory of each workspace from its cgroup (found once per container).
+
+        Measured on the host, like disk use; a workspace whose cgroup cannot be read
+        (stopped, or the runtime is not beside the daemon) is left out.
+        """
+        usage: dict[str, ResourceUsage] = {}
+        for handle in handles:
+            files = self._cgroups.get(handle)
+            if files is None:
+                try:
+                    with self._errors(f"inspecting {handle}"):
+                        pid = int(self._docker().api.inspect_container(handle)["State"]["Pid"] or 0)
+                except (WorkspaceError, KeyError, TypeError, ValueError):
+                    continue
+                files = find_cgroup(pid) if pid > 0 else None
+                if files is None:
+                    continue
+                self._cgroups[handle] = files
+            try:
+                usage[handle] = read_usage(files)
+            except (OSError, ValueError):
+                self._cgroups.pop(handle, None)  # gone, or restarted into another cgroup
         return usage
 
     def _data_paths(self, handle: str) -> tuple[str, ...]:
