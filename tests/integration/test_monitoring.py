@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from runtime.app import Runtime
 from runtime.client import Subscriber
-from runtime.errors import Timeout
-from tests.conftest import MakeDockerRuntime
-from tests.helpers import wait_for_event
+from runtime.errors import ProviderUnavailable, Timeout
+from runtime.providers.docker import DockerProvider
+from tests.conftest import MakeDockerRuntime, MakeSettings, remove_leftovers
+from tests.helpers import UnixProxy, wait_for_event
 
 pytestmark = pytest.mark.docker
 
@@ -48,3 +52,39 @@ def test_a_memory_hog_at_90_percent_of_its_limit_raises_one_alert_and_one_clear(
         assert rest == ["alert.cleared"]
         assert client.stats()["usage"][record.id]["memory_pct"] < 50
         client.destroy(record.id)
+
+
+def test_a_provider_whose_docker_socket_dies_turns_unhealthy_and_creates_are_refused(
+    make_settings: MakeSettings, docker_client: Any, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "docker.sock")
+    proxy = UnixProxy(path)
+    settings = make_settings(health_interval_s=0.5)
+
+    def providers(instance_id: str) -> dict[str, Any]:
+        provider = DockerProvider(
+            instance_id=instance_id, default_image=settings.default_image, docker_host=f"unix://{path}"
+        )
+        return {"gvisor": provider}
+
+    runtime = Runtime(settings, providers=providers).start()
+    try:
+        with runtime.client() as client, runtime.subscribe(("provider",)) as events:
+            record = client.create()
+            proxy.stop()
+            down = wait_for_event(events, lambda event: event["type"] == "provider.health" and not event["healthy"])
+            assert "not reachable" in down["detail"]
+            status = client.providers()[0]
+            assert not status.healthy and "not reachable" in status.detail
+            with pytest.raises(ProviderUnavailable) as refused:
+                client.create()
+            assert refused.value.retryable
+            proxy = UnixProxy(path)
+            wait_for_event(events, lambda event: event["type"] == "provider.health" and event["healthy"])
+            assert client.exec(record.id, ["true"]).exit_code == 0
+            client.destroy(record.id)
+    finally:
+        runtime.stop()
+        proxy.stop()
+        leaked = remove_leftovers(docker_client, runtime.instance_id)
+        assert not leaked
