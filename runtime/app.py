@@ -58,6 +58,7 @@ from runtime.messages import (
     WriteFile,
     WriteFileArgs,
 )
+from runtime.metrics import Metrics
 from runtime.monitor import AlertBoard, Sweeps, UsageBoard
 from runtime.outbox import Outbox
 from runtime.pool import Pool, adopt_pool_members
@@ -107,6 +108,7 @@ class Runtime:
         self._failure: str | None = None
         self._failed = threading.Event()
         self._instance_id = ""
+        self._metrics = Metrics(lambda: self._ctx)
         self.token = ""
 
     # ------------------------------------------------------------------ lifecycle
@@ -133,9 +135,12 @@ class Runtime:
             event_endpoints=[settings.zmq_events_endpoint, self.inproc_events_endpoint],
             outbox_endpoint=self._outbox_endpoint,
             dispatch=self._dispatch,
+            observe=self._metrics.observe,
         )
         try:
             self._gateway.start()
+            if settings.metrics_addr:
+                self._metrics.serve(settings.metrics_addr)
             if settings.enabled:
                 self._start_actors(self._statelog)
         except BaseException:
@@ -264,6 +269,7 @@ class Runtime:
         log.info("runtime stopped%s", f" ({aborted} request(s) aborted)" if aborted else "")
 
     def _teardown(self) -> None:
+        self._metrics.close()
         if self._supervisor is not None:
             try:
                 self._supervisor.stop(block=True, timeout=_STOP_TIMEOUT_S)
@@ -300,6 +306,11 @@ class Runtime:
         """This runtime's id (persisted in the state log), carried by its containers' labels."""
         assert self._instance_id, "the runtime was never started"
         return self._instance_id
+
+    @property
+    def metrics_address(self) -> str:
+        """``host:port`` of the metrics endpoint as bound (empty when off)."""
+        return self._metrics.address
 
     @property
     def endpoint(self) -> str:

@@ -56,7 +56,7 @@ class RequestTable:
         self._max_bytes = max_bytes
         self._max_reply_bytes = max_reply_bytes
         self._max_age_s = max_age_s
-        self._pending: dict[tuple[bytes, str], bool] = {}
+        self._pending: dict[tuple[bytes, str], tuple[str, float]] = {}  # -> (op, arrived at)
         self._done: OrderedDict[tuple[bytes, str], tuple[float, bytes]] = OrderedDict()
         self._bytes = 0
 
@@ -70,29 +70,34 @@ class RequestTable:
             if time.monotonic() - done[0] <= self._max_age_s:
                 return done[1]
             self._drop(key)
-        self._pending[key] = op in KEPT_OPS
+        self._pending[key] = (op, time.monotonic())
         return None
 
-    def finish(self, identity: bytes, request_id: str, reply: bytes, *, keep: bool = True) -> None:
+    def finish(self, identity: bytes, request_id: str, reply: bytes, *, keep: bool = True) -> tuple[str, float] | None:
         """The reply to a registered request was sent; keep it if its op changes things.
 
         ``keep=False`` (a retryable error: nothing was done) lets a retry run again.
+        Returns the request's op and how long it took, ``None`` if it was not registered.
         """
         key = (identity, request_id)
-        kept_op = self._pending.pop(key, None)
-        if not kept_op or not keep:
-            return
-        if len(reply) > self._max_reply_bytes:
-            reply = encode_error(
-                request_id,
-                Conflict(
-                    f"request {request_id} was executed, but its reply ({len(reply)} bytes) was too large to keep "
-                    "for retries; it is not executed again: send a new id to run it again"
-                ),
-            )
-        self._done[key] = (time.monotonic(), reply)
-        self._bytes += len(reply)
-        self._evict()
+        pending = self._pending.pop(key, None)
+        if pending is None:
+            return None
+        op, arrived = pending
+        now = time.monotonic()
+        if keep and op in KEPT_OPS:
+            if len(reply) > self._max_reply_bytes:
+                reply = encode_error(
+                    request_id,
+                    Conflict(
+                        f"request {request_id} was executed, but its reply ({len(reply)} bytes) was too large to "
+                        "keep for retries; it is not executed again: send a new id to run it again"
+                    ),
+                )
+            self._done[key] = (now, reply)
+            self._bytes += len(reply)
+            self._evict()
+        return op, now - arrived
 
     def in_flight(self) -> list[tuple[bytes, str]]:
         """The (identity, request id) of every request still waiting for its reply."""

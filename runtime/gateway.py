@@ -26,7 +26,7 @@ import zmq
 from runtime.dedupe import PENDING, RequestTable
 from runtime.errors import BadRequest, ConfigError, InternalError, ProviderUnavailable, Unauthorized, WorkspaceError
 from runtime.messages import OPS, ArgsStruct, Request, decode_args, decode_request
-from runtime.outbox import KIND_EVENT, KIND_REPLY, RETRYABLE, encode_error, encode_ok
+from runtime.outbox import ERROR, KIND_EVENT, KIND_REPLY, OK, RETRYABLE, encode_error, encode_ok, outcome
 
 __all__ = ["DEFERRED", "MAX_REQUEST_BYTES", "Dispatch", "Gateway"]
 
@@ -37,6 +37,8 @@ DEFERRED: Final = object()
 """Returned by the dispatcher when an actor will send the reply later."""
 
 Dispatch = Callable[[bytes, Request, ArgsStruct], Any]
+Observe = Callable[[str, float, bool], None]
+"""Told each reply's op, seconds since the request arrived, and whether it succeeded."""
 _BATCH = 256
 _POLL_MS = 100
 
@@ -56,6 +58,7 @@ class Gateway:
         outbox_endpoint: The inproc endpoint of the PULL socket outboxes connect to.
         dispatch: Handles a decoded, authenticated request; returns the result or
             ``DEFERRED``; raises ``WorkspaceError`` for failures.
+        observe: Told of every reply to a registered request (for metrics).
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class Gateway:
         event_endpoints: Sequence[str],
         outbox_endpoint: str,
         dispatch: Dispatch,
+        observe: Observe | None = None,
     ) -> None:
         self._context = context
         self._token = token.encode()
@@ -74,6 +78,7 @@ class Gateway:
         self._event_endpoints = list(event_endpoints)
         self._outbox_endpoint = outbox_endpoint
         self._dispatch = dispatch
+        self._observe = observe
         self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
         self._bound = threading.Event()
         self._bind_error: BaseException | None = None
@@ -170,7 +175,7 @@ class Gateway:
         if self._abort_with is not None:
             for identity, request_id in self._requests.in_flight():
                 reply = encode_error(request_id, self._abort_with)
-                self._send(router, identity, request_id, reply, retryable=self._abort_with.retryable)
+                self._send(router, identity, request_id, reply, outcome(self._abort_with))
 
     def _forward(self, pull: zmq.Socket[bytes], router: zmq.Socket[bytes], pub: zmq.Socket[bytes]) -> None:
         # EVENTS tells whether more is queued without the cost of a zmq.Again exception.
@@ -179,16 +184,17 @@ class Gateway:
                 return
             frames = pull.recv_multipart()
             if frames[0] == KIND_REPLY:  # see Outbox: kind, identity, request id, retryable, reply
-                _, identity, request_id, retryable, payload = frames
-                self._send(router, identity, request_id.decode(), payload, retryable=retryable == RETRYABLE)
+                _, identity, request_id, result, payload = frames
+                self._send(router, identity, request_id.decode(), payload, result)
             elif frames[0] == KIND_EVENT:
                 pub.send_multipart(frames[1:])
 
-    def _send(
-        self, router: zmq.Socket[bytes], identity: bytes, request_id: str, reply: bytes, *, retryable: bool = False
-    ) -> None:
-        self._requests.finish(identity, request_id, reply, keep=not retryable)
+    def _send(self, router: zmq.Socket[bytes], identity: bytes, request_id: str, reply: bytes, result: bytes) -> None:
+        """Send a reply to a registered request; ``result`` is its outcome frame (see ``Outbox``)."""
+        done = self._requests.finish(identity, request_id, reply, keep=result != RETRYABLE)
         router.send_multipart([identity, reply])
+        if done is not None and self._observe is not None:
+            self._observe(done[0], done[1], result == OK)
 
     def _receive(self, router: zmq.Socket[bytes]) -> None:
         for _ in range(_BATCH):
@@ -196,23 +202,23 @@ class Gateway:
                 return
             frames = router.recv_multipart()
             identity = frames[0]
-            request_id, reply, retryable = self._handle(identity, frames[1:])
+            request_id, reply, result = self._handle(identity, frames[1:])
             if reply is None:
                 continue
             if request_id is None:  # not registered: malformed, unauthorized or a duplicate's kept reply
                 router.send_multipart([identity, reply])
             else:
-                self._send(router, identity, request_id, reply, retryable=retryable)
+                self._send(router, identity, request_id, reply, result)
 
-    def _handle(self, identity: bytes, frames: list[bytes]) -> tuple[str | None, bytes | None, bool]:
-        """Turn one request into its id as registered, its encoded reply and whether that is retryable.
+    def _handle(self, identity: bytes, frames: list[bytes]) -> tuple[str | None, bytes | None, bytes]:
+        """Turn one request into its id as registered, its encoded reply and the reply's outcome.
 
         The reply is ``None`` if an actor will answer or the request is a retry still in
         flight; the id is ``None`` if the request was not registered.
         """
         request_id = ""
         registered = False
-        retryable = False
+        result = OK
         reply: bytes | None
         try:
             if len(frames) != 1:
@@ -233,9 +239,9 @@ class Gateway:
             if request_id:  # an empty id cannot tell requests apart: no retry protection
                 seen = self._requests.begin(identity, request_id, request.op)
                 if seen is PENDING:
-                    return None, None, False
+                    return None, None, OK
                 if isinstance(seen, bytes):
-                    return None, seen, False
+                    return None, seen, OK
                 registered = True
             try:
                 args = decode_args(request.op, request.args)
@@ -245,10 +251,10 @@ class Gateway:
                 raise ProviderUnavailable("the runtime is shutting down; retry against the next instance")
             result = self._dispatch(identity, request, args)
         except WorkspaceError as exc:
-            reply, retryable = encode_error(request_id, exc), exc.retryable
+            reply, result = encode_error(request_id, exc), outcome(exc)
         except Exception:
             log.exception("request %s failed inside the runtime", request_id)
-            reply = encode_error(request_id, InternalError("internal error; see the runtime's log"))
+            reply, result = encode_error(request_id, InternalError("internal error; see the runtime's log")), ERROR
         else:
             reply = None if result is DEFERRED else encode_ok(request_id, result)
-        return (request_id if registered else None), reply, retryable
+        return (request_id if registered else None), reply, result

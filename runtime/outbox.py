@@ -15,13 +15,22 @@ import zmq
 from runtime.errors import WorkspaceError
 from runtime.messages import ErrorBody, ErrorReply, Event, OkReply, ReplyTo, encode
 
-__all__ = ["KIND_EVENT", "KIND_REPLY", "RETRYABLE", "Outbox", "encode_error", "encode_ok"]
+__all__ = ["ERROR", "KIND_EVENT", "KIND_REPLY", "OK", "RETRYABLE", "Outbox", "encode_error", "encode_ok", "outcome"]
 
 KIND_REPLY = b"R"
 KIND_EVENT = b"E"
+# Reply frames carry the outcome: the Gateway keeps replies for retries except retryable
+# errors, and counts errors in its metrics.
+OK = b"0"
 RETRYABLE = b"1"
-"""Reply frames say whether the reply is a retryable error (such replies are not kept for retries)."""
-_FINAL = b"0"
+ERROR = b"2"
+
+
+def outcome(error: WorkspaceError | None) -> bytes:
+    """The outcome frame of a reply (``OK``, ``RETRYABLE`` or ``ERROR``)."""
+    if error is None:
+        return OK
+    return RETRYABLE if error.retryable else ERROR
 
 
 def encode_ok(request_id: str, result: Any) -> bytes:
@@ -50,13 +59,13 @@ class Outbox:
     def reply(self, reply_to: ReplyTo, result: Any) -> None:
         """Send a successful reply to the client waiting on ``reply_to``."""
         reply = encode_ok(reply_to.request_id, result)
-        self._socket.send_multipart([KIND_REPLY, reply_to.identity, reply_to.request_id.encode(), _FINAL, reply])
+        self._socket.send_multipart([KIND_REPLY, reply_to.identity, reply_to.request_id.encode(), OK, reply])
 
     def fail(self, reply_to: ReplyTo, error: WorkspaceError) -> None:
         """Send a failed reply to the client waiting on ``reply_to``."""
         reply = encode_error(reply_to.request_id, error)
-        final = RETRYABLE if error.retryable else _FINAL
-        self._socket.send_multipart([KIND_REPLY, reply_to.identity, reply_to.request_id.encode(), final, reply])
+        frames = [KIND_REPLY, reply_to.identity, reply_to.request_id.encode(), outcome(error), reply]
+        self._socket.send_multipart(frames)
 
     def publish(self, event: Event) -> None:
         """Publish an event on its topic."""
