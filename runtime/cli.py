@@ -25,7 +25,9 @@ from runtime.app import Runtime
 from runtime.auth import read_token
 from runtime.client import Client
 from runtime.config import Settings, load_settings
+from runtime.doctor import run_checks
 from runtime.errors import ConfigError, WorkspaceError
+from runtime.logs import configure
 from runtime.messages import WorkspaceRecord
 from runtime.version import __version__
 
@@ -119,6 +121,18 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         log.critical("exiting after the supervisor gave up: %s", runtime.failure)
         return 1
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    checks = run_checks()
+    if args.json:
+        _print_json(checks)
+    else:
+        for check in checks:
+            print(f"{check.status:5} {check.name:18} {check.detail}")
+            if check.fix:
+                print(f"{'':24} fix: {check.fix}")
+    return 1 if any(check.status == "FAIL" for check in checks) else 0
 
 
 def _client(settings: Settings, args: argparse.Namespace) -> Client:
@@ -266,9 +280,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--endpoint", help="request endpoint (default: WORKSPACE_ZMQ_ENDPOINT)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a reply (default 120)")
     parser.add_argument("--log-level", default="INFO", help="log level for serve (default INFO)")
+    parser.add_argument(
+        "--log-format", choices=["text", "json"], default="text", help="serve's log lines: text or json (one per line)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     commands.add_parser("serve", help="run the runtime in the foreground (Ctrl-C stops it)")
+
+    doctor = commands.add_parser("doctor", help="check Docker, gVisor, the image, the runtime; say how to fix")
+    doctor.add_argument("--json", action="store_true")
 
     create = commands.add_parser("create", help="create a workspace and print its id")
     create.add_argument("--provider", help="gvisor, firecracker or e2b (default: WORKSPACE_DEFAULT_PROVIDER)")
@@ -352,10 +372,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv, command = argv[:split], argv[split + 1 :]
     args = _parser().parse_args(argv)
     args.cmd = command
-    logging.basicConfig(
-        level=args.log_level.upper() if args.command == "serve" else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure(args.log_level.upper() if args.command == "serve" else logging.WARNING, args.log_format)
+    if args.command == "doctor":
+        return _doctor(args)
     try:
         settings = load_settings()
         if args.command == "serve":

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import remove_leftovers
-from tests.serving import Server, cli, serve_env
+from tests.serving import WORKSPACES, Server, cli, serve_env
 
 pytestmark = pytest.mark.docker
 
@@ -120,3 +120,19 @@ def test_a_client_without_a_token_is_told_where_the_token_comes_from(env: dict[s
     result = cli({**env, "WORKSPACE_STATE_DIR": str(tmp_path / "elsewhere")}, "ls")
     assert result.returncode == 2
     assert "no token: set WORKSPACE_AUTH_TOKEN or start the runtime once" in result.stderr.decode()
+
+
+def test_serve_logs_one_json_object_per_line_naming_the_workspace(env: dict[str, str], docker_client: Any) -> None:
+    server = Server(env, argv=[*WORKSPACES, "--log-format", "json", "serve"])
+    try:
+        server.wait_ready()
+        workspace_id = cli(env, "create").stdout.decode().strip()
+        assert cli(env, "rm", workspace_id).returncode == 0
+    finally:
+        assert server.stop() == 0
+        remove_leftovers(docker_client, server.instance())
+    records = [json.loads(line) for line in server.lines]  # every line is one JSON object
+    assert all({"ts", "level", "logger", "message"} <= set(record) for record in records)
+    about = [record for record in records if record.get("workspace_id") == workspace_id]
+    assert any("is ready" in record["message"] for record in about)
+    assert any("is destroyed" in record["message"] for record in about)
