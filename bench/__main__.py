@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from bench import ping, pool, restart, workspaces
+from bench import ping, pool, restart, sampler, workspaces
 
-BENCHMARKS = {"ping": ping.main, "workspaces": workspaces.main, "pool": pool.main, "restart": restart.main}
+BENCHMARKS = {
+    "ping": ping.main,
+    "workspaces": workspaces.main,
+    "pool": pool.main,
+    "restart": restart.main,
+    "sampler": sampler.main,
+}
 
 
 def main() -> None:
