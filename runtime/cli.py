@@ -227,15 +227,25 @@ def _stats(client: Client, args: argparse.Namespace) -> int:
         return 0
     host, capacity, pool = stats["host"], stats["capacity"], stats["pool"]
     print(f"workspaces  {stats['workspaces']} active of {capacity['limit']}  ({_states(stats['by_state'])})")
-    print(f"host        cpu {host['cpu_pct']:.0f}%  memory {host['mem_pct']:.0f}%  disk {host['disk_pct']:.0f}%")
+    print(f"host        cpu {_pct(host['cpu_pct'])}  memory {_pct(host['mem_pct'])}  disk {_pct(host['disk_pct'])}")
+    if "reserved_cpu" in host:
+        print(f"reserved    {host['reserved_cpu']:g} CPUs ({_pct(host['reserved_cpu_pct'])} of {host['cpus']}), "
+              f"{_size(host['reserved_memory_bytes'])} memory ({_pct(host['reserved_memory_pct'])})")  # fmt: skip
     print(f"pool        {pool['size']} of {pool['target']} warm, {pool['claims']} claims, {pool['misses']} misses")
     for workspace_id, usage in sorted(stats["usage"].items()):
-        print(f"disk        {workspace_id}  {_size(usage['disk_used_bytes'])} of {_size(usage['disk_bytes'])}")
+        disk = usage.get("disk_used_bytes")
+        disk_text = "-" if disk is None else f"{_size(disk)} of {_size(usage['disk_bytes'])}"
+        cpu, memory = _pct(usage.get("cpu_pct")), _pct(usage.get("memory_pct"))
+        print(f"usage       {workspace_id}  cpu {cpu}  memory {memory}  disk {disk_text}")
     alerts = stats["alerts"]
     print(f"alerts      {len(alerts) or 'none'}")
     for alert in alerts:
         print(f"  {alert['key']}: {alert['message']}")
     return 0
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}%"
 
 
 def _states(by_state: dict[str, int]) -> str:
