@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from runtime.client import Subscriber
+from runtime.errors import Timeout
 
 
 def wait_for_event(
@@ -24,6 +25,20 @@ def wait_for_event(
         _, event = events.recv(remaining)
         if match(event):
             return event
+
+
+def events_until_quiet(
+    events: Subscriber, match: Callable[[dict[str, Any]], bool], quiet_s: float
+) -> list[dict[str, Any]]:
+    """Every event satisfying ``match`` until none at all arrives for ``quiet_s`` seconds."""
+    seen = []
+    while True:
+        try:
+            _, event = events.recv(quiet_s)
+        except Timeout:
+            return seen
+        if match(event):
+            seen.append(event)
 
 
 def workspace_event(workspace_id: str, **fields: Any) -> Callable[[dict[str, Any]], bool]:

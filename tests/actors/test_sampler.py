@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from runtime.app import Runtime
 from runtime.client import Client, Subscriber
-from runtime.errors import Timeout
 from runtime.providers.base import ResourceUsage
 from tests.conftest import MakeSettings
 from tests.fakes import FakeProvider
-from tests.helpers import poll_until, wait_for_event, workspace_event
+from tests.helpers import events_until_quiet, poll_until, wait_for_event, workspace_event
 
 
 @pytest.fixture
@@ -29,17 +27,6 @@ def sampled(make_settings: MakeSettings) -> Iterator[tuple[FakeProvider, Client,
         yield provider, client, events
 
 
-def memory_events(events: Subscriber, workspace_id: str, within_s: float) -> list[dict[str, Any]]:
-    seen = []
-    while True:
-        try:
-            _, event = events.recv(within_s)
-        except Timeout:
-            return seen
-        if event["key"] == f"memory:{workspace_id}":
-            seen.append(event)
-
-
 def test_memory_at_the_limit_raises_one_alert_and_one_clear_despite_hovering(
     sampled: tuple[FakeProvider, Client, Subscriber],
 ) -> None:
@@ -53,11 +40,11 @@ def test_memory_at_the_limit_raises_one_alert_and_one_clear_despite_hovering(
     assert "uses 100 MiB, 100% of its memory limit (threshold 100%)" in raised["message"]
     for memory in (99 << 20, 100 << 20, 98 << 20):  # hovering within the hysteresis band
         provider.usage[handle] = ResourceUsage(cpu_seconds=0.0, memory_bytes=memory)
-    assert memory_events(events, record.id, 0.3) == []
+    assert events_until_quiet(events, lambda event: event["key"] == f"memory:{record.id}", 0.3) == []
     provider.usage[handle] = ResourceUsage(cpu_seconds=0.0, memory_bytes=10 << 20)
     cleared = wait_for_event(events, workspace_event(record.id, type="alert.cleared"))
     assert cleared["key"] == f"memory:{record.id}"
-    assert memory_events(events, record.id, 0.3) == []
+    assert events_until_quiet(events, lambda event: event["key"] == f"memory:{record.id}", 0.3) == []
     client.destroy(record.id)
 
 

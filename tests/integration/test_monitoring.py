@@ -9,25 +9,12 @@ from typing import Any
 import pytest
 
 from runtime.app import Runtime
-from runtime.client import Subscriber
-from runtime.errors import ProviderUnavailable, Timeout
+from runtime.errors import ProviderUnavailable
 from runtime.providers.docker import DockerProvider
 from tests.conftest import MakeDockerRuntime, MakeSettings, remove_leftovers
-from tests.helpers import UnixProxy, wait_for_event
+from tests.helpers import UnixProxy, events_until_quiet, wait_for_event
 
 pytestmark = pytest.mark.docker
-
-
-def events_for(events: Subscriber, key: str, within_s: float) -> list[str]:
-    """The types of the alert events about ``key`` arriving within ``within_s`` of silence."""
-    seen = []
-    while True:
-        try:
-            _, event = events.recv(within_s)
-        except Timeout:
-            return seen
-        if event["key"] == key:
-            seen.append(event["type"])
 
 
 @pytest.mark.parametrize("oci_runtime", ["runsc", "runc"])
@@ -48,8 +35,8 @@ def test_a_memory_hog_at_90_percent_of_its_limit_raises_one_alert_and_one_clear(
             hog.join(60)
         assert raised["type"] == "alert.raised" and raised["workspace_id"] == record.id
         assert 80 <= raised["value"] <= 100, raised
-        rest = events_for(events, key, within_s=2.0)
-        assert rest == ["alert.cleared"]
+        rest = events_until_quiet(events, lambda event: event["key"] == key, quiet_s=2.0)
+        assert [event["type"] for event in rest] == ["alert.cleared"]
         assert client.stats()["usage"][record.id]["memory_pct"] < 50
         client.destroy(record.id)
 
