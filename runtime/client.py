@@ -30,6 +30,7 @@ _EXEC_WAIT_WITHOUT_TIMEOUT_S = 600.0
 _EXEC_WAIT_MARGIN_S = 30.0
 _RETRY_PAUSE_S = 0.2
 _RETRY_PAUSE_MAX_S = 2.0
+_WELCOME = b"\x00welcome"  # runtime.gateway.WELCOME (the client does not import the server)
 
 
 class _Reply(msgspec.Struct, frozen=True):
@@ -282,12 +283,18 @@ class Client:
 
 
 class Subscriber:
-    """A SUB socket on the runtime's event stream.
+    """A SUB socket on the runtime's event stream, live once constructed.
+
+    The runtime greets each new subscriber with a one-frame welcome message; the
+    constructor waits for it (up to ``join_timeout_s``), so no event published after it
+    returns is missed for want of a subscription still on its way (ZeroMQ's "slow
+    joiner"). Welcome messages are never returned by ``recv``.
 
     Args:
         endpoint: The runtime's event endpoint.
         topics: Topic prefixes to receive (all by default).
         context: The ZeroMQ context; required for ``inproc://``.
+        join_timeout_s: How long to wait for the welcome.
     """
 
     def __init__(
@@ -296,12 +303,19 @@ class Subscriber:
         topics: tuple[str, ...] = ("",),
         *,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        join_timeout_s: float = 10.0,
     ) -> None:
         self._socket = (context or zmq.Context.instance()).socket(zmq.SUB)
         self._socket.setsockopt(zmq.LINGER, 0)
         for topic in topics:
             self._socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        self._socket.setsockopt(zmq.SUBSCRIBE, _WELCOME)
         self._socket.connect(endpoint)
+        deadline = time.monotonic() + join_timeout_s
+        while (remaining := deadline - time.monotonic()) > 0 and self._socket.poll(max(1, int(remaining * 1000))):
+            if len(self._socket.recv_multipart()) == 1:
+                break  # welcomed: the subscription is in place
+        self._socket.setsockopt(zmq.UNSUBSCRIBE, _WELCOME)
 
     def recv(self, timeout_s: float = 10.0) -> tuple[str, dict[str, Any]]:
         """The next event as ``(topic, event)``.
@@ -309,10 +323,15 @@ class Subscriber:
         Raises:
             Timeout: Nothing arrived within ``timeout_s``.
         """
-        if not self._socket.poll(max(1, int(timeout_s * 1000))):
-            raise Timeout(f"no event within {timeout_s:g} s")
-        topic, payload = self._socket.recv_multipart()
-        return topic.decode(), msgspec.msgpack.decode(payload)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._socket.poll(max(1, int(remaining * 1000))):
+                raise Timeout(f"no event within {timeout_s:g} s")
+            frames = self._socket.recv_multipart()
+            if len(frames) == 2:  # a welcome (one frame) when subscribed to every topic
+                topic, payload = frames
+                return topic.decode(), msgspec.msgpack.decode(payload)
 
     def close(self) -> None:
         """Close the socket."""

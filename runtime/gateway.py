@@ -28,11 +28,13 @@ from runtime.errors import BadRequest, ConfigError, InternalError, ProviderUnava
 from runtime.messages import OPS, ArgsStruct, Request, decode_args, decode_request
 from runtime.outbox import ERROR, KIND_EVENT, KIND_REPLY, OK, RETRYABLE, encode_error, encode_ok, outcome
 
-__all__ = ["DEFERRED", "MAX_REQUEST_BYTES", "Dispatch", "Gateway"]
+__all__ = ["DEFERRED", "MAX_REQUEST_BYTES", "WELCOME", "Dispatch", "Gateway"]
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES: Final = 96 << 20
+WELCOME: Final = b"\x00welcome"
+"""The one-frame message the event socket sends each new subscriber (events have two frames)."""
 DEFERRED: Final = object()
 """Returned by the dispatcher when an actor will send the reply later."""
 
@@ -121,8 +123,10 @@ class Gateway:
     def _bind(self, kind: int, endpoints: Sequence[str]) -> tuple[zmq.Socket[bytes], list[str]]:
         sock = self._context.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
-        if kind == zmq.PUB:
+        if kind == zmq.XPUB:
             sock.setsockopt(zmq.SNDHWM, 100_000)
+            # Greets each new subscriber, so it knows its subscription is live (see Subscriber).
+            sock.setsockopt(zmq.XPUB_WELCOME_MSG, WELCOME)
         if kind == zmq.ROUTER:
             sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES * 2)
             # A client reconnecting with its routing id takes it over: its retries are recognised.
@@ -144,7 +148,7 @@ class Gateway:
         try:
             pull, _ = self._bind(zmq.PULL, [self._outbox_endpoint])
             sockets.append(pull)
-            pub, self.bound_event_endpoints = self._bind(zmq.PUB, self._event_endpoints)
+            pub, self.bound_event_endpoints = self._bind(zmq.XPUB, self._event_endpoints)
             sockets.append(pub)
             router, self.bound_endpoints = self._bind(zmq.ROUTER, self._request_endpoints)
             sockets.append(router)
@@ -165,12 +169,15 @@ class Gateway:
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         poller.register(pull, zmq.POLLIN)
+        poller.register(pub, zmq.POLLIN)
         while not self._stop.is_set():
             ready = dict(poller.poll(_POLL_MS))
             if pull in ready:
                 self._forward(pull, router, pub)
             if router in ready:
                 self._receive(router)
+            while pub in ready and _readable(pub):
+                pub.recv()  # (un)subscriptions: filtering is ZeroMQ's; they are only drained
         self._forward(pull, router, pub)
         if self._abort_with is not None:
             for identity, request_id in self._requests.in_flight():

@@ -90,8 +90,6 @@ def test_a_deferred_reply_comes_back_through_the_outbox_and_the_event_is_publish
     gateway: Gateway, client: Client
 ) -> None:
     with Subscriber(gateway.bound_event_endpoints[0]) as events:
-        # PUB/SUB joins asynchronously; ping until the subscription is surely in place.
-        client.ping()
         result = client.request("exec", {"workspace_id": "w", "cmd": "true"})
         assert msgspec.msgpack.decode(result, type=WorkspaceRecord) == record()
         topic, event = events.recv(5)
@@ -165,3 +163,14 @@ def test_binding_a_taken_endpoint_fails_start_with_a_clear_error(gateway: Gatewa
     with pytest.raises(ConfigError, match=r"cannot listen on tcp://127\.0\.0\.1:.*(in use|already)"):
         second.start()
     context.destroy(linger=0)
+
+
+@pytest.mark.parametrize("topics", [("workspace",), ("",)])
+def test_a_subscriber_is_live_as_soon_as_it_is_constructed(
+    gateway: Gateway, client: Client, topics: tuple[str, ...]
+) -> None:
+    for _ in range(20):  # ZeroMQ's slow joiner would lose some of these events
+        with Subscriber(gateway.bound_event_endpoints[0], topics) as events:
+            client.request("exec", {"workspace_id": "w", "cmd": "true"})
+            topic, event = events.recv(5)  # the welcome itself is never returned
+            assert (topic, event["type"]) == ("workspace", "workspace.state")
