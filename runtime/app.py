@@ -33,7 +33,7 @@ from runtime.admission import Admission
 from runtime.auth import load_or_create_token
 from runtime.client import Client, Subscriber
 from runtime.config import PROVIDERS, Settings
-from runtime.errors import BadRequest, Conflict, Disabled, NotFound, ProviderUnavailable, WorkspaceError
+from runtime.errors import BadRequest, Conflict, Disabled, NotFound, ProviderUnavailable
 from runtime.gateway import DEFERRED, Gateway
 from runtime.messages import (
     ACTIVE_STATES,
@@ -64,7 +64,7 @@ from runtime.outbox import Outbox
 from runtime.pool import Pool, adopt_pool_members
 from runtime.providers.base import Provider, ProviderBoard, ProviderStatus
 from runtime.providers.docker import DockerProvider
-from runtime.reconcile import converge, plan
+from runtime.reconcile import reconcile_at_start
 from runtime.statelog import StateLog
 from runtime.version import __version__
 
@@ -170,7 +170,7 @@ class Runtime:
                     network_name=settings.network_name,
                 )
             }
-        unreconciled = self._reconcile(statelog, providers)
+        unreconciled = reconcile_at_start(statelog, providers)
         entries = statelog.workspaces()
         active = [entry.record.id for entry in entries if entry.record.state in ACTIVE_STATES]
         pools = {name: Pool(settings.warm_pool_size) for name in providers} if settings.warm_pool_size > 0 else {}
@@ -203,38 +203,6 @@ class Runtime:
         for workspace_id, reason in unwanted:
             deliver(ctx, self._supervisor, workspace_id, DestroyWorkspace(None, reason=reason))
         self._ctx = ctx  # requests are served from here on
-
-    @staticmethod
-    def _reconcile(statelog: StateLog, providers: Mapping[str, Provider]) -> set[str]:
-        """Converge the state log with every provider, in parallel; return those that were down.
-
-        Runs before any actor exists, so it writes records directly. A provider that
-        cannot be listed now is reconciled by its ProviderActor once it answers.
-        """
-        entries = statelog.workspaces()
-        unreconciled: set[str] = set()
-
-        def one(name: str, provider: Provider) -> None:
-            began = time.monotonic()
-            try:
-                inventory = provider.inventory()
-                found = plan(name, entries, inventory)
-                converge(found, statelog, provider, inventory)
-            except Exception as exc:
-                unreconciled.add(name)
-                reason = exc.message if isinstance(exc, WorkspaceError) else repr(exc)
-                log.warning("provider %s cannot be reconciled now (%s); it will be once it answers", name,
-                            reason)  # fmt: skip
-                return
-            log.info("reconciled provider %s in %.0f ms: %s", name, (time.monotonic() - began) * 1000,
-                     found.summary())  # fmt: skip
-
-        threads = [threading.Thread(target=one, args=item, name=f"reconcile-{item[0]}") for item in providers.items()]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return unreconciled
 
     def _crashed(self, name: str, reason: str, restarted: bool) -> None:
         if self._statelog is None:

@@ -10,13 +10,16 @@
 - ``orphans``: what carries this runtime's labels but has no live record; it is removed.
 
 ``converge`` carries a plan out at start-up, before any actor runs, so it may write the
-records itself; later reconciliations (a provider coming back) go through the actors.
+records itself (``reconcile_at_start`` does so for every provider at once); later
+reconciliations (a provider coming back) go through the actors.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -27,7 +30,7 @@ from runtime.messages import Event, State, StoredWorkspace
 from runtime.providers.base import BackendState, Provider
 from runtime.statelog import StateLog
 
-__all__ = ["Plan", "converge", "interrupted_reason", "plan"]
+__all__ = ["Plan", "converge", "interrupted_reason", "plan", "reconcile_at_start"]
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +128,38 @@ def converge(result: Plan, statelog: StateLog, provider: Provider, inventory: di
         done += [pool.submit(remove, orphan) for orphan in result.orphans]
         for work in done:
             work.result()
+
+
+def reconcile_at_start(statelog: StateLog, providers: Mapping[str, Provider]) -> set[str]:
+    """Converge the state log with every provider, in parallel; return those that were down.
+
+    Runs before any actor exists, so it writes records directly. A provider that
+    cannot be listed now is reconciled by its ProviderActor once it answers.
+    """
+    entries = statelog.workspaces()
+    unreconciled: set[str] = set()
+
+    def one(name: str, provider: Provider) -> None:
+        began = time.monotonic()
+        try:
+            inventory = provider.inventory()
+            found = plan(name, entries, inventory)
+            converge(found, statelog, provider, inventory)
+        except Exception as exc:
+            unreconciled.add(name)
+            reason = exc.message if isinstance(exc, WorkspaceError) else repr(exc)
+            log.warning("provider %s cannot be reconciled now (%s); it will be once it answers", name,
+                        reason)  # fmt: skip
+            return
+        log.info("reconciled provider %s in %.0f ms: %s", name, (time.monotonic() - began) * 1000,
+                 found.summary())  # fmt: skip
+
+    threads = [threading.Thread(target=one, args=item, name=f"reconcile-{item[0]}") for item in providers.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return unreconciled
 
 
 def _submit(
