@@ -74,7 +74,7 @@ class SamplerActor(ChildActor):
         ctx, sampler = self._ctx, self._sampler
         entries = ctx.statelog.workspaces()
         providers = dict(ctx.providers)
-        data_root = next((status.data_root for status in ctx.board.all() if status.data_root), "")
+        data_root = ctx.board.data_root()
         ctx.run_blocking(self.actor_ref, "sample", None, lambda: sampler.sample(entries, providers, data_root))
 
     def _apply(self, sample: Sample) -> None:

@@ -47,7 +47,7 @@ def main() -> None:
                 made = list(pool.map(create, range(args.workspaces)))
             ctx = runtime._ctx  # the bench drives the sampler directly, as its actor does
             assert ctx is not None
-            data_root = next((status.data_root for status in ctx.board.all() if status.data_root), "")
+            data_root = ctx.board.data_root()
             sampler = Sampler()
             cpu: list[float] = []
             wall: list[float] = []

@@ -20,7 +20,7 @@ import psutil
 from runtime.messages import ACTIVE_STATES, StoredWorkspace
 from runtime.providers.base import Provider
 
-__all__ = ["HostSample", "Sample", "SampleBoard", "Sampler", "WorkspaceSample"]
+__all__ = ["HostSample", "Sample", "SampleBoard", "Sampler", "WorkspaceSample", "disk_pct"]
 
 
 class HostSample(msgspec.Struct, frozen=True):
@@ -90,7 +90,7 @@ class Sampler:
         host = HostSample(
             cpu_pct=psutil.cpu_percent(interval=None),
             mem_pct=memory.percent,
-            disk_pct=_disk_pct(data_root),
+            disk_pct=disk_pct(data_root),
             cpus=cpus,
             memory_bytes=memory.total,
             reserved_cpu=reserved_cpu,
@@ -133,7 +133,8 @@ class SampleBoard:
             return self._latest
 
 
-def _disk_pct(path: str) -> float | None:
+def disk_pct(path: str) -> float | None:
+    """How full the filesystem holding ``path`` is, in percent (``None``: no path, or unreadable)."""
     if not path:
         return None
     try:

@@ -8,18 +8,12 @@ import msgspec
 import psutil
 
 from runtime.messages import ACTIVE_STATES
+from runtime.sampler import disk_pct
 
 if TYPE_CHECKING:
     from actors.context import ActorContext
 
 __all__ = ["snapshot"]
-
-
-def _disk_pct(path: str) -> float:
-    try:
-        return float(psutil.disk_usage(path).percent)
-    except OSError:
-        return 0.0
 
 
 def _pool(ctx: ActorContext) -> dict[str, int]:
@@ -41,7 +35,7 @@ def snapshot(ctx: ActorContext) -> dict[str, Any]:
     for entry in ctx.statelog.workspaces():
         if not entry.pooled:
             by_state[entry.record.state] = by_state.get(entry.record.state, 0) + 1
-    data_root = next((status.data_root for status in ctx.board.all() if status.data_root), "")
+    data_root = ctx.board.data_root()
     sample = ctx.samples.latest()
     sampler: dict[str, float | None]
     if sample is not None:
@@ -52,7 +46,7 @@ def snapshot(ctx: ActorContext) -> dict[str, Any]:
         host = {
             "cpu_pct": None,  # a rate: known from the second reading on
             "mem_pct": psutil.virtual_memory().percent,
-            "disk_pct": _disk_pct(data_root or str(ctx.settings.state_dir)),
+            "disk_pct": disk_pct(data_root or str(ctx.settings.state_dir)) or 0.0,
         }
         sampler = {"interval_s": ctx.settings.sample_interval_s, "sampled_at": None, "took_ms": None}
     return {

@@ -162,6 +162,10 @@ class ProviderBoard:
         with self._lock:
             return self._statuses.get(name)
 
+    def data_root(self) -> str:
+        """Where a provider keeps its data on this host (Docker's data root), if one says."""
+        return next((status.data_root for status in self.all() if status.data_root), "")
+
     def all(self) -> list[ProviderStatus]:
         """Every provider's latest status, by name."""
         with self._lock:
