@@ -32,12 +32,16 @@ __all__ = [
     "ErrorReply",
     "Event",
     "ExecArgs",
+    "ExecKillArgs",
+    "ExecOutputArgs",
     "ExecResult",
+    "ExecStdinArgs",
     "Extend",
     "ExtendArgs",
     "ListArgs",
     "NoArgs",
     "OkReply",
+    "ProcessCall",
     "ProviderHealthChanged",
     "ReadFile",
     "ReadFileArgs",
@@ -186,6 +190,33 @@ class ExecArgs(ArgsStruct, kw_only=True, frozen=True):
     env: dict[str, str] = {}
     stdin: bytes | None = None
     timeout_s: float | None = None
+    stream: bool = False
+    stdin_open: bool = False
+
+
+class ExecStdinArgs(ArgsStruct, kw_only=True, frozen=True):
+    """Arguments of ``exec_stdin``: bytes for a streamed process's stdin; ``close`` ends it."""
+
+    workspace_id: str
+    process_id: str
+    data: bytes = b""
+    close: bool = False
+
+
+class ExecKillArgs(ArgsStruct, kw_only=True, frozen=True):
+    """Arguments of ``exec_kill``: a signal (name or number) for the process's whole group."""
+
+    workspace_id: str
+    process_id: str
+    signal: str | int = "TERM"
+
+
+class ExecOutputArgs(ArgsStruct, kw_only=True, frozen=True):
+    """Arguments of ``exec_output``: the output events kept for a process, after ``after``."""
+
+    workspace_id: str
+    process_id: str
+    after: int = 0
 
 
 class WriteFileArgs(ArgsStruct, kw_only=True, frozen=True):
@@ -218,6 +249,10 @@ OPS: dict[str, type[ArgsStruct]] = {
     "get": WorkspaceArgs,
     "list": ListArgs,
     "exec": ExecArgs,
+    "exec_stdin": ExecStdinArgs,
+    "exec_kill": ExecKillArgs,
+    "exec_list": WorkspaceArgs,
+    "exec_output": ExecOutputArgs,
     "write_file": WriteFileArgs,
     "read_file": ReadFileArgs,
     "destroy": WorkspaceArgs,
@@ -228,13 +263,14 @@ OPS: dict[str, type[ArgsStruct]] = {
 
 
 class ExecResult(msgspec.Struct, frozen=True, kw_only=True):
-    """The result of ``exec``."""
+    """The result of ``exec``; ``via`` says how it ran (``agent``, or ``docker`` exec)."""
 
     exit_code: int
     stdout: bytes
     stderr: bytes
     timed_out: bool = False
     duration_ms: float = 0.0
+    via: str = ""
 
 
 class Snapshot(msgspec.Struct, frozen=True):
@@ -399,6 +435,13 @@ class RunExec(msgspec.Struct, frozen=True, tag="cmd.exec"):
 
     reply_to: ReplyTo
     args: ExecArgs
+
+
+class ProcessCall(msgspec.Struct, frozen=True, tag="cmd.process"):
+    """Gateway -> WorkspaceActor: feed or signal a streamed process."""
+
+    reply_to: ReplyTo
+    args: ExecStdinArgs | ExecKillArgs
 
 
 class WriteFile(msgspec.Struct, frozen=True, tag="cmd.write_file"):

@@ -24,6 +24,7 @@ __all__ = [
     "BackendState",
     "EventWatch",
     "Probe",
+    "ProcessSink",
     "Provider",
     "ProviderBoard",
     "ProviderStatus",
@@ -91,6 +92,18 @@ class EventWatch(Protocol):
         ...
 
 
+class ProcessSink(Protocol):
+    """Where a spawned process's output and end go (called in the channel's reader thread)."""
+
+    def output(self, stream: str, data: bytes) -> None:
+        """A chunk of ``stdout`` or ``stderr``, in the order the agent read them."""
+        ...
+
+    def exited(self, exit_code: int | None, timed_out: bool, duration_ms: float, error: str | None) -> None:
+        """The process ended (``exit_code`` None and ``error`` set when it was lost)."""
+        ...
+
+
 class Provider(Protocol):
     """A blocking adapter to one isolation backend."""
 
@@ -120,6 +133,37 @@ class Provider(Protocol):
 
     def cancel_execs(self, handle: str) -> None:
         """End every exec still attached to the workspace (it is being destroyed or died)."""
+        ...
+
+    def spawn(
+        self,
+        handle: str,
+        key: str,
+        argv: list[str],
+        *,
+        cwd: str | None,
+        env: dict[str, str],
+        stdin: bytes | None,
+        stdin_open: bool,
+        timeout_s: float | None,
+        sink: ProcessSink,
+    ) -> int:
+        """Start ``argv`` in the background as process ``key``; return its pid in the workspace.
+
+        Its output and its end go to ``sink``, in order, from another thread.
+        """
+        ...
+
+    def write_stdin(self, handle: str, key: str, data: bytes, close: bool) -> None:
+        """Feed bytes to a spawned process's standard input; ``close`` ends it."""
+        ...
+
+    def kill(self, handle: str, key: str, signal: int) -> None:
+        """Send ``signal`` to a spawned process's whole process group."""
+        ...
+
+    def close(self) -> None:
+        """Release connections to the workspaces (their agents); the workspaces keep running."""
         ...
 
     def destroy(self, handle: str) -> None:

@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,11 +24,19 @@ from docker.types import Mount
 
 from runtime.errors import BadRequest, Conflict, NotFound, ProviderUnavailable, Timeout, WorkspaceError
 from runtime.messages import ExecResult, WorkspaceSpec
-from runtime.providers.base import LABEL_ID, LABEL_INSTANCE, LABEL_MANAGED, OUTPUT_LIMIT, BackendState, Probe
+from runtime.providers.base import (
+    LABEL_ID,
+    LABEL_INSTANCE,
+    LABEL_MANAGED,
+    OUTPUT_LIMIT,
+    BackendState,
+    Probe,
+    ProcessSink,
+)
 from runtime.providers.cgroups import CgroupFiles, ResourceUsage, find_cgroup, read_usage
 from runtime.providers.diskusage import tree_usage
+from runtime.providers.docker_commands import DockerCommands
 from runtime.providers.docker_events import DockerEventWatch, exit_detail
-from runtime.providers.docker_exec import ExecStream, open_unix_exec, pump
 
 __all__ = ["ICC_OPTION", "MANAGED_NETWORK", "PIDS_LIMIT", "DockerProvider"]
 
@@ -41,7 +47,6 @@ ICC_OPTION = "com.docker.network.bridge.enable_icc"
 PIDS_LIMIT = 1024
 """Host tasks per workspace. Under runsc this bounds the sandbox's own threads, so a fork
 bomb inside ends with the sandbox hitting its memory limit (see docs/limits.md)."""
-_DEADLINE_SLACK_S = 3.0
 _API_TIMEOUT_S = 60.0
 
 
@@ -88,9 +93,9 @@ class DockerProvider:
         self._network_id = ""
         self._network_lock = threading.Lock()
         self._warned_fallback = False
-        self._streams: dict[str, set[socket.socket]] = {}
         self._paths: dict[str, tuple[str, ...]] = {}
         self._cgroups: dict[str, CgroupFiles] = {}
+        self._commands = DockerCommands(self._docker, self._errors, self._socket_path, _API_TIMEOUT_S)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -265,6 +270,7 @@ class DockerProvider:
                     self._network_id = ""  # removed behind our back: look it up (or create it) again
                 self._remove(client, handle)
                 raise
+        self._commands.start_agent(handle)  # ready for the first command, off the create's path
         return handle
 
     def destroy(self, handle: str) -> None:
@@ -371,7 +377,7 @@ class DockerProvider:
         ]
         return tuple(path for path in paths if path)
 
-    # ------------------------------------------------------------------ exec
+    # ------------------------------------------------------------------ commands (see docker_commands)
 
     def exec(
         self,
@@ -384,84 +390,41 @@ class DockerProvider:
         timeout_s: float | None,
         output_limit: int = OUTPUT_LIMIT,
     ) -> ExecResult:
-        """Run ``argv`` in the container; on timeout the whole process group is killed.
-
-        The timeout is enforced inside the workspace by coreutils ``timeout -s KILL``: one
-        SIGKILL to the command's whole process group, which the kernel delivers atomically
-        with respect to forks in the group, so nothing it started survives (a SIGTERM first
-        would let ``timeout`` exit as soon as the command died, leaving its children). The
-        runtime stops reading at the deadline plus some slack whatever the image does.
-        """
-        if timeout_s is not None:
-            argv = ["timeout", "-s", "KILL", f"{timeout_s:.3f}", *argv]
-        started = time.monotonic()
-        with self._errors(f"exec in {handle}"):
-            api = self._docker().api
-            exec_id = api.exec_create(
-                handle, argv, stdout=True, stderr=True, stdin=stdin is not None, workdir=cwd, environment=env or None
-            )["Id"]
-            stream = self._attach(api, exec_id)
-            self._track(handle, stream.sock, add=True)
-            try:
-                deadline = None if timeout_s is None else started + timeout_s + _DEADLINE_SLACK_S
-                stdout, stderr, cut_off = pump(stream, stdin=stdin, deadline=deadline, limit=output_limit)
-            finally:
-                self._track(handle, stream.sock, add=False)
-                stream.sock.close()
-            exit_code = self._exit_code(api, exec_id, cut_off)
-            if exit_code < 0 or exit_code >= 126:
-                self._raise_if_stopped(handle)
-        elapsed = time.monotonic() - started
-        timed_out = cut_off or (timeout_s is not None and elapsed >= timeout_s and exit_code == 137)
-        return ExecResult(
-            exit_code=exit_code, stdout=stdout, stderr=stderr, timed_out=timed_out, duration_ms=elapsed * 1000.0
+        """Run ``argv`` in the workspace and wait for it; see ``DockerCommands.exec``."""
+        return self._commands.exec(
+            handle, argv, cwd=cwd, env=env, stdin=stdin, timeout_s=timeout_s, output_limit=output_limit
         )
 
-    def _raise_if_stopped(self, handle: str) -> None:
-        """An exec that ended abnormally may have ended with its workspace: say so."""
-        client = self._docker()
-        try:
-            running = client.api.inspect_container(handle)["State"].get("Running", False)
-        except docker.errors.NotFound:
-            raise Conflict("the workspace's container was removed while the command ran") from None
-        if not running:
-            raise Conflict(f"the command ended with its workspace: {exit_detail(client, handle)}")
+    def spawn(
+        self,
+        handle: str,
+        key: str,
+        argv: list[str],
+        *,
+        cwd: str | None,
+        env: dict[str, str],
+        stdin: bytes | None,
+        stdin_open: bool,
+        timeout_s: float | None,
+        sink: ProcessSink,
+    ) -> int:
+        """Start a process whose output streams to ``sink``; return its pid in the workspace."""
+        return self._commands.spawn(
+            handle, key, argv, cwd=cwd, env=env, stdin=stdin, stdin_open=stdin_open, timeout_s=timeout_s, sink=sink
+        )
+
+    def write_stdin(self, handle: str, key: str, data: bytes, close: bool) -> None:
+        """Feed (and maybe close) a spawned process's standard input."""
+        self._commands.write_stdin(handle, key, data, close)
+
+    def kill(self, handle: str, key: str, signal: int) -> None:
+        """Signal a spawned process's whole process group."""
+        self._commands.kill(handle, key, signal)
 
     def cancel_execs(self, handle: str) -> None:
-        """Shut down the sockets of every exec attached to ``handle`` (their reads end)."""
-        with self._lock:
-            sockets = list(self._streams.get(handle, ()))
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        """End every exec attached to the workspace, and its agent."""
+        self._commands.cancel_execs(handle)
 
-    def _track(self, handle: str, sock: socket.socket, *, add: bool) -> None:
-        with self._lock:
-            if add:
-                self._streams.setdefault(handle, set()).add(sock)
-            else:
-                live = self._streams.get(handle, set())
-                live.discard(sock)
-                if not live:
-                    self._streams.pop(handle, None)
-
-    def _attach(self, api: docker.APIClient, exec_id: str) -> ExecStream:
-        if self._socket_path is not None:
-            return open_unix_exec(self._socket_path, api.api_version, exec_id, timeout=_API_TIMEOUT_S)
-        raw = api.exec_start(exec_id, socket=True)
-        return ExecStream(getattr(raw, "_sock", raw))
-
-    @staticmethod
-    def _exit_code(api: docker.APIClient, exec_id: str, cut_off: bool) -> int:
-        # Docker records the exit code just after closing the output stream; allow it a moment.
-        for _ in range(50):
-            try:
-                info = api.exec_inspect(exec_id)
-            except docker.errors.NotFound:
-                return -1  # the container went away with the exec
-            if info.get("ExitCode") is not None and not info.get("Running"):
-                return int(info["ExitCode"])
-            if cut_off:
-                return -1
-            time.sleep(0.002)
-        return -1
+    def close(self) -> None:
+        """Close every workspace's agent channel (the agents exit; workspaces keep running)."""
+        self._commands.close()

@@ -38,14 +38,13 @@ def workspace(client: Client) -> Iterator[WorkspaceRecord]:
 def test_a_timeout_kills_the_whole_process_tree_and_returns_the_output_so_far(
     client: Client, workspace: WorkspaceRecord
 ) -> None:
-    tree = (
-        "echo before; python3 -c 'import time; time.sleep(300)' & python3 -c 'import time; time.sleep(300)'; echo after"
-    )
+    sleeper = "python3 -c 'import time; time.sleep(300)' tree-member"
+    tree = f"echo before; {sleeper} & {sleeper}; echo after"
     result = client.exec(workspace.id, tree, timeout_s=2)
     assert result.timed_out
     assert result.stdout == b"before\n"
     assert result.exit_code == 137
-    survivors = client.exec(workspace.id, "ps -eo comm= | grep -c '^python3$' || true")
+    survivors = client.exec(workspace.id, "ps -eo args= | grep -c '[t]ree-member' || true")
     assert survivors.stdout.strip() == b"0"
 
 

@@ -101,7 +101,9 @@ def test_records_and_exec_results_keep_every_field_on_the_wire() -> None:
         "oom_kills", "disk_used_bytes", "fallback_from",
     }  # fmt: skip
     result = msgspec.msgpack.decode(encode(ExecResult(exit_code=3, stdout=b"o", stderr=b"e")))
-    assert result == {"exit_code": 3, "stdout": b"o", "stderr": b"e", "timed_out": False, "duration_ms": 0.0}
+    assert result == {
+        "exit_code": 3, "stdout": b"o", "stderr": b"e", "timed_out": False, "duration_ms": 0.0, "via": "",
+    }  # fmt: skip
 
 
 def test_stored_workspaces_round_trip_with_their_private_spec() -> None:
