@@ -19,6 +19,7 @@ from runtime.messages import AlertCleared, AlertRaised, Completed, Event, ReplyT
 from runtime.monitor import AlertBoard, Sweeps, UsageBoard
 from runtime.outbox import Outbox
 from runtime.pool import Pool
+from runtime.processes import ProcessTable
 from runtime.providers.base import Provider, ProviderBoard
 from runtime.sampler import SampleBoard
 from runtime.statelog import StateLog
@@ -45,6 +46,7 @@ class ActorContext:
         alerts: The active alerts.
         pools: The warm pool of each provider that keeps one.
         sweeps: What the reaper did.
+        processes: The streamed processes of every workspace.
         samples: The sampler's latest measurements.
         unreconciled: Providers that could not be reconciled at start (they were down);
             each one's ProviderActor finishes the job when the provider first answers.
@@ -62,6 +64,7 @@ class ActorContext:
     alerts: AlertBoard
     pools: Mapping[str, Pool]
     sweeps: Sweeps
+    processes: ProcessTable
     samples: SampleBoard = field(default_factory=SampleBoard)
     unreconciled: set[str] = field(default_factory=set)
 

@@ -17,10 +17,10 @@ from typing import Any
 import msgspec
 import pykka
 
+from actors import calls
 from actors.context import ActorContext
 from actors.names import POOL, provider_name, workspace_name
 from actors.supervision import ChildActor, ChildSpec, StartChild, child_spec
-from runtime import files
 from runtime.errors import BadRequest, Conflict, InternalError, ProviderUnavailable, WorkspaceError
 from runtime.messages import (
     Adopt,
@@ -30,6 +30,7 @@ from runtime.messages import (
     CreateWorkspace,
     DestroyWorkspace,
     Extend,
+    ProcessCall,
     ReadFile,
     Refill,
     ReplyTo,
@@ -42,13 +43,12 @@ from runtime.outbox import Outbox
 from runtime.pool import Pool, adopt
 from runtime.providers.base import Provider
 from runtime.reconcile import interrupted_reason
-from runtime.resources import check_env, exec_argv, resolve_create
+from runtime.resources import resolve_create
 
 __all__ = ["WorkspaceActor", "deliver", "workspace_child"]
 
 log = logging.getLogger(__name__)
 
-_CALLS = {"exec": "command", "write_file": "file write", "read_file": "file read"}
 _OOM_COALESCE_S = 2.0
 
 
@@ -129,7 +129,7 @@ class WorkspaceActor(ChildActor):
         if isinstance(message, Completed):
             self._inflight -= 1
             self._completed(message)
-        elif isinstance(message, RunExec | WriteFile | ReadFile):
+        elif isinstance(message, RunExec | WriteFile | ReadFile | ProcessCall):
             self._start_call(message)
         elif isinstance(message, DestroyWorkspace):
             self._destroy(message.reply_to, message.reason)
@@ -189,6 +189,7 @@ class WorkspaceActor(ChildActor):
         """The workspace no longer exists as far as capacity, measurements and the pool go."""
         self._ctx.admission.release(self._id)
         self._ctx.usage.forget(self._id)
+        self._ctx.processes.forget(self._id)
         if self._entry is not None and self._entry.pooled:
             pool = self._ctx.pools.get(self._entry.record.provider)
             if pool is not None:
@@ -265,7 +266,7 @@ class WorkspaceActor(ChildActor):
             return None
         return ProviderUnavailable(f"provider {name} is unhealthy: {status.detail}")
 
-    def _start_call(self, message: RunExec | WriteFile | ReadFile) -> None:
+    def _start_call(self, message: RunExec | WriteFile | ReadFile | ProcessCall) -> None:
         state = self._state()
         if state != "ready":
             self._reply(message.reply_to, error=Conflict(f"workspace {self._id} is {state}, not ready"))
@@ -275,39 +276,8 @@ class WorkspaceActor(ChildActor):
             self._reply(message.reply_to, error=unavailable)
             return
         assert self._entry is not None
-        provider, handle = self._provider(), self._entry.handle
-        call: Callable[[], object]
         try:
-            if isinstance(message, RunExec):
-                args = message.args
-                argv = exec_argv(args)
-                check_env(args.env)
-                kind = "exec"
-                # env given at create applies to every command (that is how pool members get theirs)
-                env = {**self._entry.spec.env, **args.env}
-
-                def call() -> object:
-                    return provider.exec(
-                        handle, argv, cwd=args.cwd, env=env, stdin=args.stdin, timeout_s=args.timeout_s
-                    )
-
-            elif isinstance(message, WriteFile):
-                write = message.args
-                files.workspace_path(write.path)
-                kind = "write_file"
-
-                def call() -> object:
-                    files.write_file(provider, handle, write.path, write.data, write.mode)
-                    return {}
-
-            else:
-                read = message.args
-                files.workspace_path(read.path)
-                kind = "read_file"
-
-                def call() -> object:
-                    return {"data": files.read_file(provider, handle, read.path)}
-
+            kind, call = calls.prepare(message, self._entry, self._provider(), self._ctx.processes)
         except WorkspaceError as exc:
             self._reply(message.reply_to, error=exc)
             return
@@ -315,7 +285,7 @@ class WorkspaceActor(ChildActor):
 
     def _call_done(self, done: Completed) -> None:
         state = self._state()
-        what = _CALLS.get(done.kind, done.kind)
+        what = calls.DESCRIPTIONS.get(done.kind, done.kind)
         if state in ("stopping", "destroyed"):
             # Whatever the call returned, the workspace went away under it.
             self._reply(done.reply_to, error=Conflict(f"workspace {self._id} was destroyed while the {what} ran"))

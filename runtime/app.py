@@ -43,9 +43,13 @@ from runtime.messages import (
     CreateWorkspace,
     DestroyWorkspace,
     ExecArgs,
+    ExecKillArgs,
+    ExecOutputArgs,
+    ExecStdinArgs,
     Extend,
     ExtendArgs,
     ListArgs,
+    ProcessCall,
     ReadFile,
     ReadFileArgs,
     ReplyTo,
@@ -62,6 +66,7 @@ from runtime.metrics import Metrics
 from runtime.monitor import AlertBoard, Sweeps, UsageBoard
 from runtime.outbox import Outbox
 from runtime.pool import Pool, adopt_pool_members
+from runtime.processes import ProcessTable, Publisher
 from runtime.providers.base import Provider, ProviderBoard, ProviderStatus
 from runtime.providers.docker import DockerProvider
 from runtime.reconcile import reconcile_at_start
@@ -104,6 +109,8 @@ class Runtime:
         self._statelog: StateLog | None = None
         self._gateway: Gateway | None = None
         self._supervisor: pykka.ActorRef[Any] | None = None
+        self._providers: dict[str, Provider] = {}
+        self._publisher: Publisher | None = None
         self._ctx: ActorContext | None = None
         self._failure: str | None = None
         self._failed = threading.Event()
@@ -170,7 +177,9 @@ class Runtime:
                     network_name=settings.network_name,
                 )
             }
+        self._providers = dict(providers)
         unreconciled = reconcile_at_start(statelog, providers)
+        self._publisher = Publisher(lambda: Outbox(self._zmq, self._outbox_endpoint))
         entries = statelog.workspaces()
         active = [entry.record.id for entry in entries if entry.record.state in ACTIVE_STATES]
         pools = {name: Pool(settings.warm_pool_size) for name in providers} if settings.warm_pool_size > 0 else {}
@@ -189,6 +198,7 @@ class Runtime:
             alerts=AlertBoard(),
             pools=pools,
             sweeps=Sweeps(settings.cleanup_interval_min * 60.0),
+            processes=ProcessTable(self._publisher.publish),
             unreconciled=unreconciled,
         )
         children = [provider_child(ctx, name) for name in providers]
@@ -244,6 +254,12 @@ class Runtime:
             except pykka.Timeout:
                 log.error("actors did not stop within %.0f s", _STOP_TIMEOUT_S)
             self._supervisor = None
+        for provider in self._providers.values():
+            provider.close()  # agents end; their streamed processes are reported lost
+        self._providers = {}
+        if self._publisher is not None:
+            self._publisher.close()
+            self._publisher = None
         if self._statelog is not None:
             self._statelog.close()
             self._statelog = None
@@ -322,6 +338,14 @@ class Runtime:
             return self._route(ctx, args.workspace_id, DestroyWorkspace(reply_to))
         if isinstance(args, ExecArgs):
             return self._route(ctx, args.workspace_id, RunExec(reply_to, args))
+        if isinstance(args, ExecStdinArgs | ExecKillArgs):
+            return self._route(ctx, args.workspace_id, ProcessCall(reply_to, args))
+        if isinstance(args, ExecOutputArgs):
+            self._entry(args.workspace_id)
+            return ctx.processes.output(args.workspace_id, args.process_id, args.after)
+        if isinstance(args, WorkspaceArgs) and op == "exec_list":
+            self._entry(args.workspace_id)
+            return ctx.processes.list(args.workspace_id)
         if isinstance(args, WriteFileArgs):
             return self._route(ctx, args.workspace_id, WriteFile(reply_to, args))
         if isinstance(args, ReadFileArgs):

@@ -23,12 +23,14 @@ import msgspec
 
 from runtime.app import Runtime
 from runtime.auth import read_token
-from runtime.client import Client
+from runtime.client import Client, Subscriber
 from runtime.config import Settings, load_settings
 from runtime.doctor import run_checks
-from runtime.errors import ConfigError, WorkspaceError
+from runtime.errors import ConfigError, ProviderUnavailable, WorkspaceError
 from runtime.logs import configure
 from runtime.messages import WorkspaceRecord
+from runtime.processes import ProcessInfo, ProcessOutput
+from runtime.streams import Truncated, exec_topic_prefix, follow
 from runtime.version import __version__
 
 __all__ = ["main"]
@@ -165,9 +167,18 @@ def _exec(client: Client, args: argparse.Namespace) -> int:
     if not cmd:
         raise ConfigError("no command: use `workspaces exec ID -- COMMAND [ARGS...]` or --shell STRING")
     stdin = sys.stdin.buffer.read() if args.stdin else None
-    result = client.exec(
-        args.workspace_id, cmd, cwd=args.cwd, env=_pairs(args.env, "env"), stdin=stdin, timeout_s=args.exec_timeout
-    )
+    env = _pairs(args.env, "env")
+    if not args.json:
+        with Subscriber(args.events_endpoint, (exec_topic_prefix(args.workspace_id),)) as events:
+            try:
+                process = client.spawn(
+                    args.workspace_id, cmd, cwd=args.cwd, env=env, stdin=stdin, timeout_s=args.exec_timeout
+                )
+            except ProviderUnavailable:
+                pass  # no agent in this workspace (e.g. no python3 in its image): run it whole below
+            else:
+                return _stream(client, events, process, args.exec_timeout)
+    result = client.exec(args.workspace_id, cmd, cwd=args.cwd, env=env, stdin=stdin, timeout_s=args.exec_timeout)
     if args.json:
         _print_json(result)
         return 0
@@ -177,6 +188,29 @@ def _exec(client: Client, args: argparse.Namespace) -> int:
     if result.timed_out:
         sys.stderr.write(f"workspaces: command timed out after {args.exec_timeout:g} s\n")
     return result.exit_code if 0 <= result.exit_code <= 255 else 1
+
+
+def _stream(client: Client, events: Subscriber, process: ProcessInfo, timeout_s: float | None) -> int:
+    """Print a streamed process's output as it comes; return its exit code (Ctrl-C kills it)."""
+    try:
+        for event in follow(client, events, process):
+            if isinstance(event, ProcessOutput):
+                out = sys.stdout.buffer if event.stream == "stdout" else sys.stderr.buffer
+                out.write(event.data)
+                out.flush()
+            elif isinstance(event, Truncated):
+                sys.stderr.write(f"workspaces: {event.missed} output chunk(s) were lost: this reader fell behind\n")
+            else:
+                if event.timed_out:
+                    sys.stderr.write(f"workspaces: command timed out after {timeout_s:g} s\n")
+                if event.exit_code is None:
+                    sys.stderr.write(f"workspaces: {event.error}\n")
+                    return 1
+                return event.exit_code if 0 <= event.exit_code <= 255 else 1
+    except KeyboardInterrupt:
+        client.exec_kill(process.workspace_id, process.process_id, "KILL")
+        return 130
+    return 1
 
 
 def _ls(client: Client, args: argparse.Namespace) -> int:
@@ -287,7 +321,11 @@ def _cp(client: Client, args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workspaces", description="Isolated Linux workspaces for AI agents.")
     parser.add_argument("--version", action="version", version=f"agent-workspaces {__version__}")
-    parser.add_argument("--endpoint", help="request endpoint (default: WORKSPACE_ZMQ_ENDPOINT)")
+    for name, variable in (
+        ("endpoint", "WORKSPACE_ZMQ_ENDPOINT"),
+        ("events-endpoint", "WORKSPACE_ZMQ_EVENTS_ENDPOINT"),
+    ):
+        parser.add_argument(f"--{name}", help=f"{name.replace('-', ' ')} (default: {variable})")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a reply (default 120)")
     parser.add_argument("--log-level", default="INFO", help="log level for serve (default INFO)")
     parser.add_argument(
@@ -314,7 +352,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser(
         "exec",
-        help="run a command in a workspace; exits with its exit code",
+        help="run a command in a workspace, printing its output as it comes; exits with its exit code",
         usage="workspaces exec [options] WORKSPACE_ID -- COMMAND [ARGS...]",
     )
     run.add_argument("workspace_id")
@@ -389,6 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         if args.command == "serve":
             return _serve(settings, args)
+        args.events_endpoint = args.events_endpoint or settings.zmq_events_endpoint
         with _client(settings, args) as client:
             return _COMMANDS[args.command](client, args)
     except ConfigError as exc:

@@ -20,6 +20,7 @@ import zmq
 
 from runtime.errors import Timeout, WorkspaceError, error_for_code
 from runtime.messages import ErrorBody, ExecResult, Request, Snapshot, WorkspaceRecord, encode
+from runtime.processes import OutputPage, ProcessInfo
 from runtime.providers.base import ProviderStatus
 
 __all__ = ["Client", "Subscriber"]
@@ -255,6 +256,54 @@ class Client:
         if wait_s is None:
             wait_s = _EXEC_WAIT_WITHOUT_TIMEOUT_S if timeout_s is None else timeout_s + _EXEC_WAIT_MARGIN_S
         return _decode(self.request("exec", args, timeout_s=wait_s), ExecResult)
+
+    def spawn(
+        self,
+        workspace_id: str,
+        cmd: builtins.list[str] | str,
+        *,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: bytes | None = None,
+        stdin_open: bool = False,
+        timeout_s: float | None = None,
+    ) -> ProcessInfo:
+        """Start a command in the background (``exec`` with ``stream``); return at once.
+
+        Its output and exit arrive as events on ``ProcessInfo.topic`` (see
+        ``runtime.streams.follow``). ``stdin_open`` keeps its stdin open for ``exec_stdin``;
+        otherwise ``stdin`` (if any) is all it reads. It runs until it exits, is killed,
+        times out, or the workspace ends.
+        """
+        args = _args(
+            workspace_id=workspace_id,
+            cmd=cmd,
+            cwd=cwd,
+            env=dict(env) if env else None,
+            stdin=stdin,
+            timeout_s=timeout_s,
+            stream=True,
+            stdin_open=stdin_open or None,
+        )
+        return _decode(self.request("exec", args), ProcessInfo)
+
+    def exec_stdin(self, workspace_id: str, process_id: str, data: bytes = b"", *, close: bool = False) -> None:
+        """Write ``data`` to a streamed process's stdin; ``close`` ends its stdin."""
+        args = {"workspace_id": workspace_id, "process_id": process_id, "data": data, "close": close}
+        self.request("exec_stdin", args)
+
+    def exec_kill(self, workspace_id: str, process_id: str, signal: str | int = "TERM") -> None:
+        """Send ``signal`` (``TERM``, ``KILL``, ``INT``, a number...) to the process's whole group."""
+        self.request("exec_kill", {"workspace_id": workspace_id, "process_id": process_id, "signal": signal})
+
+    def exec_list(self, workspace_id: str) -> builtins.list[ProcessInfo]:
+        """The workspace's streamed processes, running and recently ended."""
+        return _decode(self.request("exec_list", {"workspace_id": workspace_id}), builtins.list[ProcessInfo])
+
+    def exec_output(self, workspace_id: str, process_id: str, after: int = 0) -> OutputPage:
+        """The output events kept for a process with ``seq > after`` (to fill a gap)."""
+        args = {"workspace_id": workspace_id, "process_id": process_id, "after": after}
+        return _decode(self.request("exec_output", args), OutputPage)
 
     def destroy(self, workspace_id: str) -> None:
         """Destroy a workspace (destroying a destroyed workspace succeeds)."""

@@ -71,6 +71,10 @@ class Outbox:
         """Publish an event on its topic."""
         self._socket.send_multipart([KIND_EVENT, event.topic.encode(), encode(event)])
 
+    def publish_raw(self, topic: str, payload: bytes) -> None:
+        """Publish an already encoded event on ``topic`` (streamed process output)."""
+        self._socket.send_multipart([KIND_EVENT, topic.encode(), payload])
+
     def close(self) -> None:
         """Close the socket (pending messages get up to one second to leave)."""
         self._socket.close()

@@ -7,9 +7,9 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from runtime.errors import NotFound, ProviderUnavailable
+from runtime.errors import Conflict, NotFound, ProviderUnavailable
 from runtime.messages import ContainerEvent, ExecResult, WorkspaceSpec
-from runtime.providers.base import OUTPUT_LIMIT, BackendState, Probe, ResourceUsage
+from runtime.providers.base import OUTPUT_LIMIT, BackendState, Probe, ProcessSink, ResourceUsage
 
 
 class FakeWatch:
@@ -33,7 +33,9 @@ class FakeProvider:
 
     ``gate`` (when set) makes every exec wait for it, to hold a call in flight.
     ``fail_create`` makes create raise; ``healthy`` drives the probe; ``disk`` is what
-    ``disk_usage`` reports per handle; ``emit`` pushes a backend event.
+    ``disk_usage`` reports per handle; ``emit`` pushes a backend event. A spawned process
+    writes its argv to stderr and echoes its stdin to stdout; it exits 0 when its stdin
+    closes and 128 + the signal when killed.
     """
 
     name: str = "gvisor"
@@ -53,6 +55,8 @@ class FakeProvider:
     watching: threading.Event = field(default_factory=threading.Event)
     execs: int = 0
     usage: dict[str, ResourceUsage] = field(default_factory=dict)
+    processes: dict[str, ProcessSink] = field(default_factory=dict)
+    closed: bool = False
 
     def probe(self) -> Probe:
         return Probe(self.healthy, "fake", "" if self.healthy else "fake provider switched off")
@@ -126,3 +130,54 @@ class FakeProvider:
 
     def resource_usage(self, handles: list[str]) -> dict[str, ResourceUsage]:
         return {handle: self.usage[handle] for handle in handles if handle in self.usage}
+
+    def spawn(
+        self,
+        handle: str,
+        key: str,
+        argv: list[str],
+        *,
+        cwd: str | None,
+        env: dict[str, str],
+        stdin: bytes | None,
+        stdin_open: bool,
+        timeout_s: float | None,
+        sink: ProcessSink,
+    ) -> int:
+        with self.lock:
+            if handle not in self.workspaces:
+                raise NotFound(f"no workspace {handle}")
+            self.processes[key] = sink
+            pid = 100 + len(self.processes)
+        sink.output("stderr", " ".join(argv).encode())
+        if stdin:
+            sink.output("stdout", stdin)
+        if not stdin_open:
+            self._end(key, 0)
+        return pid
+
+    def write_stdin(self, handle: str, key: str, data: bytes, close: bool) -> None:
+        with self.lock:
+            sink = self.processes.get(key)
+        if sink is None:
+            raise Conflict(f"process {key} is not running")
+        if data:
+            sink.output("stdout", data)
+        if close:
+            self._end(key, 0)
+
+    def kill(self, handle: str, key: str, signal: int) -> None:
+        if not self._end(key, 128 + signal):
+            raise Conflict(f"process {key} is not running")
+
+    def close(self) -> None:
+        self.closed = True
+        for key in list(self.processes):
+            self._end(key, None)
+
+    def _end(self, key: str, exit_code: int | None) -> bool:
+        with self.lock:
+            sink = self.processes.pop(key, None)
+        if sink is not None:
+            sink.exited(exit_code, False, 1.0, None if exit_code is not None else "the provider closed")
+        return sink is not None

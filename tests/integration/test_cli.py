@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import remove_leftovers
-from tests.serving import WORKSPACES, Server, cli, serve_env
+from tests.serving import ROOT, WORKSPACES, Server, cli, serve_env
 
 pytestmark = pytest.mark.docker
 
@@ -136,3 +138,21 @@ def test_serve_logs_one_json_object_per_line_naming_the_workspace(env: dict[str,
     about = [record for record in records if record.get("workspace_id") == workspace_id]
     assert any("is ready" in record["message"] for record in about)
     assert any("is destroyed" in record["message"] for record in about)
+
+
+def test_exec_prints_output_as_it_comes_and_ctrl_c_kills_the_command(env: dict[str, str], server: Server) -> None:
+    workspace_id = cli(env, "create").stdout.decode().strip()
+    try:
+        running = subprocess.Popen(
+            [*WORKSPACES, "exec", workspace_id, "--shell", "echo first; exec sleep 300"],
+            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert running.stdout is not None
+        # The first line arrives while the command still runs (it sleeps for 300 s).
+        assert running.stdout.readline() == b"first\n"
+        running.send_signal(signal.SIGINT)
+        assert running.wait(60) == 130
+        left = cli(env, "exec", workspace_id, "--shell", "ps -eo args= | grep -c '^sleep 300$' || true")
+        assert left.stdout.strip() == b"0"
+    finally:
+        cli(env, "rm", workspace_id)

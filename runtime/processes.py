@@ -1,0 +1,313 @@
+"""Streamed processes: what each one is, the output kept for it, and its events.
+
+``exec`` with ``stream: true`` registers a process here and gets a sink the provider
+feeds from its agent's reader thread. Each chunk and the exit become an event on the
+topic ``exec.<workspace_id>.<process_id>`` with the process's own ``seq`` (1, 2, ...;
+gap-detectable per process). These events do not enter the state log - a 50 MB stream
+is not state - so they have their own numbering rather than the log's.
+
+Nothing is lost on the way out: the provider's channel blocks the command when the
+runtime reads slowly, and the publisher's queue is bounded (a full queue blocks the
+reader, not memory). A subscriber can still miss events (it subscribed late, or ZeroMQ
+dropped them at its high-water mark); ``exec_output`` replays the newest ``limit`` bytes
+kept for the process and says how many output events are no longer kept (``truncated``).
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable
+
+import msgspec
+
+from runtime.errors import CapacityExceeded, NotFound
+from runtime.messages import encode
+from runtime.outbox import Outbox
+from runtime.providers.base import OUTPUT_LIMIT
+
+__all__ = [
+    "MAX_RUNNING",
+    "OutputChunk",
+    "OutputPage",
+    "ProcessExited",
+    "ProcessInfo",
+    "ProcessOutput",
+    "ProcessTable",
+    "Publisher",
+    "process_topic",
+]
+
+MAX_RUNNING = 64
+"""Streamed processes one workspace may have running at once."""
+_KEEP_ENDED = 32  # ended processes listed (and replayable) per workspace
+
+
+def process_topic(workspace_id: str, process_id: str) -> str:
+    """The event topic of one process (subscribe to ``exec.<workspace_id>.`` for all of them)."""
+    return f"exec.{workspace_id}.{process_id}"
+
+
+class ProcessInfo(msgspec.Struct, kw_only=True):
+    """A streamed process as ``exec`` (with ``stream``) and ``exec_list`` report it."""
+
+    process_id: str
+    workspace_id: str
+    topic: str
+    cmd: list[str]
+    pid: int = 0
+    started_at: float
+    running: bool = True
+    stdin_open: bool = False
+    exit_code: int | None = None
+    timed_out: bool = False
+    ended_at: float | None = None
+    error: str | None = None
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+
+
+class ProcessOutput(msgspec.Struct, frozen=True, kw_only=True, tag="exec.output", tag_field="type"):
+    """An output chunk of a streamed process (``stream``: ``stdout`` or ``stderr``)."""
+
+    seq: int
+    ts: float
+    workspace_id: str
+    process_id: str
+    stream: str
+    data: bytes
+
+
+class ProcessExited(msgspec.Struct, frozen=True, kw_only=True, tag="exec.exit", tag_field="type"):
+    """The last event of a streamed process; ``exit_code`` is None when it was lost."""
+
+    seq: int
+    ts: float
+    workspace_id: str
+    process_id: str
+    exit_code: int | None
+    timed_out: bool
+    duration_ms: float
+    error: str | None = None
+
+
+class OutputChunk(msgspec.Struct, frozen=True):
+    """One kept output event of a process."""
+
+    seq: int
+    stream: str
+    data: bytes
+
+
+class OutputPage(msgspec.Struct, kw_only=True):
+    """The result of ``exec_output``.
+
+    Attributes:
+        process: The process now.
+        chunks: Kept output events with ``seq`` > ``after``, oldest first.
+        truncated: Output events after ``after`` that are no longer kept (lost to this reader).
+        exit: The exit event, once the process has ended.
+    """
+
+    process: ProcessInfo
+    chunks: list[OutputChunk]
+    truncated: int = 0
+    exit: ProcessExited | None = None
+
+
+Publish = Callable[[str, bytes], None]
+
+
+class Publisher:
+    """One thread that publishes process events through its own outbox, in order.
+
+    Args:
+        make_outbox: Creates the outbox (called in the publisher's thread).
+        capacity: Events queued at most; ``publish`` blocks beyond (back-pressure).
+    """
+
+    def __init__(self, make_outbox: Callable[[], Outbox], capacity: int = 1024) -> None:
+        self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(capacity)
+        self._make_outbox = make_outbox
+        self._thread = threading.Thread(target=self._run, name="process-events", daemon=True)
+        self._thread.start()
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Queue one event (blocks while the queue is full)."""
+        self._queue.put((topic, payload))
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Publish what is queued, then stop."""
+        self._queue.put(None)
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        outbox = self._make_outbox()
+        try:
+            while (item := self._queue.get()) is not None:
+                outbox.publish_raw(*item)
+        finally:
+            outbox.close()
+
+
+class _Process:
+    """One process's record and kept output (guarded by the table's lock)."""
+
+    def __init__(self, info: ProcessInfo, limit: int) -> None:
+        self.info = info
+        self.limit = limit
+        self.seq = 0
+        self.chunks: collections.deque[OutputChunk] = collections.deque()
+        self.kept = 0
+        self.dropped_through = 0  # output events up to this seq are no longer kept
+        self.exit: ProcessExited | None = None
+
+
+class _Sink:
+    """The provider's end: output and exit of one process (called from one thread)."""
+
+    def __init__(self, table: ProcessTable, workspace_id: str, process_id: str) -> None:
+        self._table = table
+        self._key = (workspace_id, process_id)
+
+    def output(self, stream: str, data: bytes) -> None:
+        self._table._output(self._key, stream, data)
+
+    def exited(self, exit_code: int | None, timed_out: bool, duration_ms: float, error: str | None) -> None:
+        self._table._exited(self._key, exit_code, timed_out, duration_ms, error)
+
+
+class ProcessTable:
+    """Every workspace's streamed processes; thread-safe.
+
+    Args:
+        publish: Sends ``(topic, encoded event)`` out, in call order (``Publisher.publish``).
+        limit: Bytes of output kept per process for ``exec_output``.
+    """
+
+    def __init__(self, publish: Publish, limit: int = OUTPUT_LIMIT) -> None:
+        self._publish = publish
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._processes: dict[tuple[str, str], _Process] = {}
+
+    def register(self, workspace_id: str, cmd: list[str], *, stdin_open: bool) -> tuple[ProcessInfo, _Sink]:
+        """A new process (not started yet) and the sink its provider feeds.
+
+        Raises:
+            CapacityExceeded: The workspace already runs ``MAX_RUNNING`` streamed processes.
+        """
+        process_id = f"proc_{secrets.token_hex(6)}"
+        info = ProcessInfo(
+            process_id=process_id,
+            workspace_id=workspace_id,
+            topic=process_topic(workspace_id, process_id),
+            cmd=cmd,
+            started_at=time.time(),
+            stdin_open=stdin_open,
+        )
+        with self._lock:
+            running = sum(1 for (ws, _), p in self._processes.items() if ws == workspace_id and p.info.running)
+            if running >= MAX_RUNNING:
+                raise CapacityExceeded(f"workspace {workspace_id} already runs {running} streamed processes")
+            self._processes[(workspace_id, process_id)] = _Process(info, self._limit)
+        return info, _Sink(self, workspace_id, process_id)
+
+    def started(self, workspace_id: str, process_id: str, pid: int) -> ProcessInfo:
+        """The provider started it as ``pid``; return its record."""
+        with self._lock:
+            process = self._get(workspace_id, process_id)
+            process.info.pid = pid
+            return msgspec.structs.replace(process.info)
+
+    def discard(self, workspace_id: str, process_id: str) -> None:
+        """Forget a process that never started."""
+        with self._lock:
+            self._processes.pop((workspace_id, process_id), None)
+
+    def get(self, workspace_id: str, process_id: str) -> ProcessInfo:
+        """A process's record; ``NotFound`` if unknown."""
+        with self._lock:
+            return msgspec.structs.replace(self._get(workspace_id, process_id).info)
+
+    def list(self, workspace_id: str) -> list[ProcessInfo]:
+        """The workspace's processes, running and recently ended, oldest first."""
+        with self._lock:
+            infos = [msgspec.structs.replace(p.info) for (ws, _), p in self._processes.items() if ws == workspace_id]
+        return sorted(infos, key=lambda info: info.started_at)
+
+    def output(self, workspace_id: str, process_id: str, after: int = 0) -> OutputPage:
+        """The kept output events with ``seq > after`` (and the exit, if it has come)."""
+        with self._lock:
+            process = self._get(workspace_id, process_id)
+            chunks = [chunk for chunk in process.chunks if chunk.seq > after]
+            truncated = max(0, process.dropped_through - after)
+            return OutputPage(
+                process=msgspec.structs.replace(process.info), chunks=chunks, truncated=truncated, exit=process.exit
+            )
+
+    def forget(self, workspace_id: str) -> None:
+        """Drop the workspace's processes (it has ended)."""
+        with self._lock:
+            for key in [key for key in self._processes if key[0] == workspace_id]:
+                del self._processes[key]
+
+    # ------------------------------------------------------------------ from the sinks
+
+    def _get(self, workspace_id: str, process_id: str) -> _Process:
+        process = self._processes.get((workspace_id, process_id))
+        if process is None:
+            raise NotFound(f"process {process_id} does not exist in workspace {workspace_id}")
+        return process
+
+    def _output(self, key: tuple[str, str], stream: str, data: bytes) -> None:
+        with self._lock:
+            process = self._processes.get(key)
+            if process is None or process.exit is not None:
+                return
+            process.seq += 1
+            chunk = OutputChunk(process.seq, stream, data)
+            process.chunks.append(chunk)
+            process.kept += len(data)
+            if stream == "stderr":
+                process.info.stderr_bytes += len(data)
+            else:
+                process.info.stdout_bytes += len(data)
+            while process.kept > process.limit and len(process.chunks) > 1:
+                old = process.chunks.popleft()
+                process.kept -= len(old.data)
+                process.dropped_through = old.seq
+            event = ProcessOutput(
+                seq=chunk.seq, ts=time.time(), workspace_id=key[0], process_id=key[1], stream=stream, data=data
+            )
+        self._publish(process.info.topic, encode(event))  # outside the lock: it may block
+
+    def _exited(
+        self, key: tuple[str, str], exit_code: int | None, timed_out: bool, duration_ms: float, error: str | None
+    ) -> None:
+        with self._lock:
+            process = self._processes.get(key)
+            if process is None or process.exit is not None:
+                return
+            process.seq += 1
+            now = time.time()
+            event = ProcessExited(
+                seq=process.seq, ts=now, workspace_id=key[0], process_id=key[1], exit_code=exit_code,
+                timed_out=timed_out, duration_ms=duration_ms, error=error,
+            )  # fmt: skip
+            process.exit = event
+            info = process.info
+            info.running, info.exit_code, info.timed_out, info.ended_at, info.error = (
+                False, exit_code, timed_out, now, error,
+            )  # fmt: skip
+            self._trim_ended(key[0])
+        self._publish(info.topic, encode(event))
+
+    def _trim_ended(self, workspace_id: str) -> None:
+        ended = [p for (ws, _), p in self._processes.items() if ws == workspace_id and not p.info.running]
+        ended.sort(key=lambda p: p.info.ended_at or 0.0)
+        for process in ended[: max(0, len(ended) - _KEEP_ENDED)]:
+            del self._processes[(workspace_id, process.info.process_id)]
