@@ -92,17 +92,17 @@ def prepare(
         return "exec_stdin", feed
     if isinstance(message, WriteFile):
         write = message.args
-        files.workspace_path(write.path)
+        target = files.workspace_path(write.path)
+        files.check_mode(write.mode)
 
         def write_file() -> object:
-            files.write_file(provider, handle, write.path, write.data, write.mode)
+            provider.write_file(handle, target, write.data, write.mode)
             return {}
 
         return "write_file", write_file
-    read = message.args
-    files.workspace_path(read.path)
+    source = files.workspace_path(message.args.path)
 
     def read_file() -> object:
-        return {"data": files.read_file(provider, handle, read.path)}
+        return {"data": provider.read_file(handle, source)}
 
     return "read_file", read_file

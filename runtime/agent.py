@@ -21,6 +21,10 @@ Requests carry an ``id`` and an ``op``; every request gets one reply with the sa
   the chunk, in order) and one ``exit`` event follow.
 - ``stdin``: ``key``, ``close``; payload: bytes for a spawned command's stdin.
 - ``kill``: ``key``, ``signal`` - sent to the command's whole process group.
+- ``read``: ``path``, ``limit``; the reply's payload is the file. ``write``: ``path``,
+  ``mode``; payload: the file's new contents. Paths are resolved (symbolic links as the
+  workspace sees them) and must stay under ``/workspace``; a refusal says why in
+  ``reason`` (``outside``, ``missing``, ``is_dir``, ``too_big``, as ``runtime.files``).
 - ``ping``: answers with the agent's ``pid``.
 
 Every command runs in its own session (process group), so a timeout or a kill ends all
@@ -103,6 +107,46 @@ class _Refused(Exception):
         self.code = code
 
 
+class _FileRefused(Exception):
+    """A file operation the workspace's rules refuse (``reason`` as in ``runtime.files``)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(detail or reason)
+        self.reason = reason
+
+
+def _resolve(path: str) -> str:
+    """``path`` with symbolic links followed as this workspace sees them; it must stay in ROOT."""
+    real = os.path.realpath(path)
+    if not real.startswith(ROOT + "/"):
+        raise _FileRefused("outside", real)
+    return real
+
+
+def _read_file(path: str, limit: int) -> bytes:
+    real = _resolve(path)
+    if not os.path.exists(real):
+        raise _FileRefused("missing")
+    if os.path.isdir(real):
+        raise _FileRefused("is_dir")
+    with open(real, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise _FileRefused("too_big")
+    return data
+
+
+def _write_file(path: str, data: bytes, mode: int | None) -> None:
+    real = _resolve(path)
+    if os.path.isdir(real):
+        raise _FileRefused("is_dir")
+    os.makedirs(os.path.dirname(real), exist_ok=True)
+    with open(real, "wb") as handle:
+        handle.write(data)
+    if mode is not None:
+        os.chmod(real, mode)
+
+
 class _Process:
     """One command: its pipes, what it produced so far, and who waits for it."""
 
@@ -120,11 +164,13 @@ class _Process:
         cwd = request.get("cwd") or (ROOT if os.path.isdir(ROOT) else None)
         if cwd is not None and not os.path.isdir(cwd):
             raise _Refused("bad_request", f"cwd {cwd} is not a directory in the workspace")
+        # A command given no input and no open stdin reads /dev/null: one pipe fewer to make.
+        needs_stdin = bool(stdin) or (spawned and bool(request.get("stdin_open")))
         self.popen = subprocess.Popen(
             list(request["argv"]),
             cwd=cwd,
             env=env,
-            stdin=subprocess.PIPE,
+            stdin=subprocess.PIPE if needs_stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
@@ -226,6 +272,11 @@ class Agent:
                 self._request(header, payload)
             except _Refused as exc:
                 self.send({"id": header.get("id"), "ok": False, "code": exc.code, "error": str(exc)})
+            except _FileRefused as exc:
+                self.send({"id": header.get("id"), "ok": False, "code": "refused", "reason": exc.reason,
+                           "error": str(exc)})  # fmt: skip
+            except OSError as exc:
+                self.send({"id": header.get("id"), "ok": False, "code": "failed", "error": str(exc)})
             except (ValueError, KeyError, TypeError) as exc:
                 self.send({"id": header.get("id"), "ok": False, "code": "bad_request", "error": repr(exc)})
         return True
@@ -240,6 +291,11 @@ class Agent:
             self._start(header, payload, spawned=op == "spawn")
         elif op == "ping":
             self.send({"id": request_id, "ok": True, "pid": os.getpid()})
+        elif op == "read":
+            self.send({"id": request_id, "ok": True}, _read_file(str(header["path"]), int(header["limit"])))
+        elif op == "write":
+            _write_file(str(header["path"]), payload, header.get("mode"))
+            self.send({"id": request_id, "ok": True})
         elif op in ("stdin", "kill"):
             process = self._processes.get(str(header.get("key")))
             if process is None or not process.spawned:
@@ -274,14 +330,15 @@ class Agent:
             return
         self._processes[key] = process
         popen = process.popen
-        assert popen.stdout is not None and popen.stderr is not None and popen.stdin is not None
+        assert popen.stdout is not None and popen.stderr is not None
         for stream, pipe in (("stdout", popen.stdout), ("stderr", popen.stderr)):
             os.set_blocking(pipe.fileno(), False)
             self._selector.register(pipe, selectors.EVENT_READ, (stream, process))
-        os.set_blocking(popen.stdin.fileno(), False)
         if spawned:
             self.send({"id": header["id"], "ok": True, "pid": popen.pid})
-        self._write_stdin(process, b"", process.close_stdin)
+        if popen.stdin is not None:
+            os.set_blocking(popen.stdin.fileno(), False)
+            self._write_stdin(process, b"", process.close_stdin)
 
     def _write_stdin(self, process: _Process, data: bytes, close: bool) -> None:
         pipe = process.popen.stdin

@@ -1,24 +1,40 @@
-"""``write_file`` and ``read_file``: files under ``/workspace``, moved through exec.
+"""``write_file`` and ``read_file``: files under ``/workspace``, moved inside the sandbox.
 
-Going through the provider's exec (the data on stdin or stdout, streamed in 1 MiB
-chunks) keeps file operations inside the sandbox - the same view of the filesystem the
-workspace's own processes have, under gVisor as under runc, and the same code for every
-provider. The rules, checked twice:
+Files move inside the workspace - through its agent (``runtime.agent``'s ``read`` and
+``write``), or, without one, through ``exec`` with the data on stdin or stdout - so a file
+operation sees the filesystem the workspace's own processes see, under gVisor as under
+runc. The rules, checked twice:
 
 - here, on the path as given: no ``..`` component, no NUL byte; relative paths are
   relative to ``/workspace``; absolute paths must lie under ``/workspace``;
-- inside the workspace, on the resolved path (``realpath -m``, so symbolic links are
-  followed as the workspace sees them): it must still lie under ``/workspace``.
+- inside the workspace, on the resolved path (symbolic links followed as the workspace
+  sees them, like ``realpath -m``): it must still lie under ``/workspace``.
+
+Both ways report a refusal by one of the ``REASONS``, and ``refusal`` words it.
 """
 
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 
 from runtime.errors import BadRequest, InternalError, NotFound, WorkspaceError
-from runtime.providers.base import Provider
+from runtime.messages import ExecResult
+from runtime.providers.base import OUTPUT_LIMIT
 
-__all__ = ["MAX_FILE_BYTES", "WORKSPACE_ROOT", "read_file", "workspace_path", "write_file"]
+__all__ = [
+    "MAX_FILE_BYTES",
+    "REASONS",
+    "WORKSPACE_ROOT",
+    "check_mode",
+    "read_by_exec",
+    "refusal",
+    "workspace_path",
+    "write_by_exec",
+]
+
+Exec = Callable[[list[str], bytes | None, int], ExecResult]
+"""Runs argv in the workspace (cwd ``/workspace``) with stdin, keeping that many output bytes."""
 
 WORKSPACE_ROOT = "/workspace"
 MAX_FILE_BYTES = 64 << 20
@@ -59,39 +75,49 @@ def workspace_path(path: str) -> str:
     return full
 
 
+REASONS = {_OUTSIDE: "outside", _MISSING: "missing", _TOO_BIG: "too_big", _IS_DIR: "is_dir"}
+"""Why a file operation was refused inside the workspace (by the scripts' exit codes)."""
+
+
+def check_mode(mode: int | None) -> None:
+    """``BadRequest`` unless ``mode`` is None or a file mode."""
+    if mode is not None and not 0 <= mode <= 0o7777:
+        raise BadRequest(f"mode={mode!r} is not a file mode (0 to 0o7777)")
+
+
+def refusal(path: str, reason: str, detail: str = "") -> WorkspaceError:
+    """The error for a file operation on ``path`` refused for ``reason`` (one of ``REASONS``)."""
+    if reason == "outside":
+        return BadRequest(f"path {path!r} resolves to {detail!r}, outside {WORKSPACE_ROOT} (through a symbolic link)")
+    if reason == "missing":
+        return NotFound(f"no such file: {path}")
+    if reason == "is_dir":
+        return BadRequest(f"{path} is a directory")
+    if reason == "too_big":
+        return BadRequest(f"{path} is larger than {MAX_FILE_BYTES >> 20} MiB: read it in parts with exec")
+    return WorkspaceError(f"file operation on {path} failed: {detail or reason}")
+
+
 def _check(path: str, exit_code: int, stderr: bytes) -> None:
     if exit_code == 0:
         return
-    reason = stderr.decode(errors="replace").strip()
-    if exit_code == _OUTSIDE:
-        raise BadRequest(f"path {path!r} resolves to {reason!r}, outside {WORKSPACE_ROOT} (through a symbolic link)")
-    if exit_code == _MISSING:
-        raise NotFound(f"no such file: {path}")
-    if exit_code == _IS_DIR:
-        raise BadRequest(f"{path} is a directory")
-    if exit_code == _TOO_BIG:
-        raise BadRequest(f"{path} is larger than {MAX_FILE_BYTES >> 20} MiB: read it in parts with exec")
-    raise WorkspaceError(f"file operation on {path} failed (exit {exit_code}): {reason}")
+    detail = stderr.decode(errors="replace").strip()
+    if exit_code in REASONS:
+        raise refusal(path, REASONS[exit_code], detail)
+    raise WorkspaceError(f"file operation on {path} failed (exit {exit_code}): {detail}")
 
 
-def write_file(provider: Provider, handle: str, path: str, data: bytes, mode: int | None) -> None:
-    """Write ``data`` to ``path`` (parents created), then ``chmod`` it to ``mode``."""
-    full = workspace_path(path)
-    if mode is not None and not 0 <= mode <= 0o7777:
-        raise BadRequest(f"mode={mode!r} is not a file mode (0 to 0o7777)")
+def write_by_exec(run: Exec, full: str, data: bytes, mode: int | None) -> None:
+    """Write ``data`` to ``full`` (an absolute path from ``workspace_path``) with ``run``."""
     argv = ["sh", "-c", _WRITE, "sh", full, "" if mode is None else format(mode, "o")]
-    result = provider.exec(handle, argv, cwd=WORKSPACE_ROOT, env={}, stdin=data, timeout_s=None)
-    _check(path, result.exit_code, result.stderr)
+    result = run(argv, data, OUTPUT_LIMIT)
+    _check(full, result.exit_code, result.stderr)
 
 
-def read_file(provider: Provider, handle: str, path: str) -> bytes:
-    """The contents of ``path``; ``NotFound`` if it does not exist."""
-    full = workspace_path(path)
-    argv = ["sh", "-c", _READ, "sh", full]
-    result = provider.exec(
-        handle, argv, cwd=WORKSPACE_ROOT, env={}, stdin=None, timeout_s=None, output_limit=MAX_FILE_BYTES
-    )
-    _check(path, result.exit_code, result.stderr)
+def read_by_exec(run: Exec, full: str) -> bytes:
+    """The contents of ``full`` read with ``run``; ``NotFound`` if it does not exist."""
+    result = run(["sh", "-c", _READ, "sh", full], None, MAX_FILE_BYTES)
+    _check(full, result.exit_code, result.stderr)
     if len(result.stdout) > MAX_FILE_BYTES:
-        raise InternalError(f"{path} grew beyond {MAX_FILE_BYTES >> 20} MiB while it was read")
+        raise InternalError(f"{full} grew beyond {MAX_FILE_BYTES >> 20} MiB while it was read")
     return result.stdout

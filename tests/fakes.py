@@ -56,6 +56,7 @@ class FakeProvider:
     execs: int = 0
     usage: dict[str, ResourceUsage] = field(default_factory=dict)
     processes: dict[str, ProcessSink] = field(default_factory=dict)
+    files: dict[tuple[str, str], bytes] = field(default_factory=dict)
     closed: bool = False
 
     def probe(self) -> Probe:
@@ -130,6 +131,21 @@ class FakeProvider:
 
     def resource_usage(self, handles: list[str]) -> dict[str, ResourceUsage]:
         return {handle: self.usage[handle] for handle in handles if handle in self.usage}
+
+    def read_file(self, handle: str, path: str) -> bytes:
+        with self.lock:
+            if handle not in self.workspaces:
+                raise NotFound(f"no workspace {handle}")
+            data = self.files.get((handle, path))
+        if data is None:
+            raise NotFound(f"no such file: {path}")
+        return data
+
+    def write_file(self, handle: str, path: str, data: bytes, mode: int | None) -> None:
+        with self.lock:
+            if handle not in self.workspaces:
+                raise NotFound(f"no workspace {handle}")
+            self.files[(handle, path)] = data
 
     def spawn(
         self,

@@ -10,17 +10,22 @@ from __future__ import annotations
 import signal as signals
 from typing import Any
 
+from runtime import files
 from runtime.errors import BadRequest, Conflict, NotFound, WorkspaceError
 from runtime.messages import ExecResult
 from runtime.providers.agent_channel import AgentChannel, ProcessSink
 
-__all__ = ["kill", "run", "signal_number", "spawn", "write_stdin"]
+__all__ = ["kill", "read_file", "run", "signal_number", "spawn", "write_file", "write_stdin"]
 
 _SLACK_S = 3.0  # the agent enforces timeouts; the runtime waits this much longer for its reply
 
 
 def _refused(header: dict[str, Any], what: str) -> WorkspaceError:
     code, message = str(header.get("code", "")), f"{what}: {header.get('error', 'refused by the agent')}"
+    if code == "refused":
+        return files.refusal(what, str(header.get("reason", "")), str(header.get("error", "")))
+    if code == "failed":
+        return WorkspaceError(message)
     if code == "not_found":
         return NotFound(message)
     if code == "conflict":
@@ -93,6 +98,21 @@ def kill(channel: AgentChannel, key: str, signal: int) -> None:
     header, _ = channel.call({"op": "kill", "key": key, "signal": signal}, timeout_s=_SLACK_S * 3)
     if not header.get("ok"):
         raise _refused(header, f"signal to process {key}")
+
+
+def read_file(channel: AgentChannel, full: str) -> bytes:
+    """The contents of ``full`` (an absolute path from ``files.workspace_path``)."""
+    header, payload = channel.call({"op": "read", "path": full, "limit": files.MAX_FILE_BYTES}, timeout_s=60.0)
+    if not header.get("ok"):
+        raise _refused(header, full)
+    return payload
+
+
+def write_file(channel: AgentChannel, full: str, data: bytes, mode: int | None) -> None:
+    """Write ``data`` to ``full`` (parents created), then ``chmod`` it to ``mode``."""
+    header, _ = channel.call({"op": "write", "path": full, "mode": mode}, data, timeout_s=60.0)
+    if not header.get("ok"):
+        raise _refused(header, full)
 
 
 def signal_number(name: str | int) -> int:

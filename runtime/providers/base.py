@@ -135,6 +135,18 @@ class Provider(Protocol):
         """End every exec still attached to the workspace (it is being destroyed or died)."""
         ...
 
+    def read_file(self, handle: str, path: str) -> bytes:
+        """A file's contents; ``path`` is absolute under ``/workspace`` (``files.workspace_path``).
+
+        The provider resolves it inside the workspace and refuses it (``files.refusal``)
+        if it leads outside ``/workspace``, is missing, is a directory or is too big.
+        """
+        ...
+
+    def write_file(self, handle: str, path: str, data: bytes, mode: int | None) -> None:
+        """Write a file (parents created, then ``chmod`` to ``mode``), by the rules of ``read_file``."""
+        ...
+
     def spawn(
         self,
         handle: str,

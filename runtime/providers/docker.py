@@ -413,6 +413,14 @@ class DockerProvider:
             handle, key, argv, cwd=cwd, env=env, stdin=stdin, stdin_open=stdin_open, timeout_s=timeout_s, sink=sink
         )
 
+    def read_file(self, handle: str, path: str) -> bytes:
+        """A file's contents (``path`` absolute under ``/workspace``); see ``Provider.read_file``."""
+        return self._commands.read_file(handle, path)
+
+    def write_file(self, handle: str, path: str, data: bytes, mode: int | None) -> None:
+        """Write a file; see ``Provider.write_file``."""
+        self._commands.write_file(handle, path, data, mode)
+
     def write_stdin(self, handle: str, key: str, data: bytes, close: bool) -> None:
         """Feed (and maybe close) a spawned process's standard input."""
         self._commands.write_stdin(handle, key, data, close)

@@ -20,6 +20,7 @@ from contextlib import AbstractContextManager
 import docker
 import docker.errors
 
+from runtime import files
 from runtime.errors import Conflict
 from runtime.messages import ExecResult
 from runtime.providers import agent_calls
@@ -135,6 +136,34 @@ class DockerCommands:
             duration_ms=elapsed * 1000.0,
             via="docker",
         )
+
+    def read_file(self, handle: str, path: str) -> bytes:
+        """A file's contents, through the agent or else through ``docker exec``."""
+        channel = self._agents.get(handle)
+        if channel is not None:
+            with contextlib.suppress(AgentGone):  # a read may be tried again the slower way
+                return agent_calls.read_file(channel, path)
+        return files.read_by_exec(self._file_exec(handle), path)
+
+    def write_file(self, handle: str, path: str, data: bytes, mode: int | None) -> None:
+        """Write a file, through the agent or else through ``docker exec``."""
+        channel = self._agents.get(handle)
+        if channel is not None:
+            try:
+                agent_calls.write_file(channel, path, data, mode)
+                return
+            except AgentGone as exc:
+                if exc.sent:
+                    raise Conflict(f"the workspace's agent stopped while the file was written ({exc})") from None
+        files.write_by_exec(self._file_exec(handle), path, data, mode)
+
+    def _file_exec(self, handle: str) -> files.Exec:
+        def run(argv: list[str], stdin: bytes | None, limit: int) -> ExecResult:
+            return self._exec_by_docker(
+                handle, argv, cwd=files.WORKSPACE_ROOT, env={}, stdin=stdin, timeout_s=None, output_limit=limit
+            )
+
+        return run
 
     def _raise_if_stopped(self, handle: str, wait_s: float = 0.0) -> None:
         """An exec that ended abnormally may have ended with its workspace: say so.

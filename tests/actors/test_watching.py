@@ -149,7 +149,7 @@ def test_file_paths_outside_the_workspace_are_refused_before_anything_runs(
         client.write_file(record.id, path, b"x")
     with pytest.raises(BadRequest, match=message):
         client.read_file(record.id, path)
-    assert not provider.exec_started.is_set()
+    assert not provider.exec_started.is_set() and not provider.files
     client.destroy(record.id)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 
 from runtime.app import Runtime
 from runtime.client import Client
-from runtime.errors import Conflict
+from runtime.errors import BadRequest, Conflict, NotFound, ProviderUnavailable
 from runtime.messages import WorkspaceRecord
 from runtime.processes import ProcessExited, ProcessOutput
 from runtime.streams import StreamEvent, Truncated, exec_topic_prefix, follow
@@ -135,3 +136,39 @@ def test_a_streamed_command_times_out_like_any_other(
     exit_event = stream[-1]
     assert isinstance(exit_event, ProcessExited) and exit_event.timed_out and exit_event.exit_code == 137
     assert b"".join(e.data for e in stream if isinstance(e, ProcessOutput)) == b"started\n"
+
+
+NO_PYTHON_IMAGE = "agent-workspaces/test-no-python:latest"
+
+
+@pytest.fixture(scope="module")
+def image_without_python(docker_client: Any) -> Iterator[str]:
+    """The base image with python3 removed: no agent can run in it."""
+    dockerfile = b"FROM agent-workspaces/base:bookworm\nRUN rm -f /usr/bin/python3*\n"
+    docker_client.images.build(fileobj=io.BytesIO(dockerfile), tag=NO_PYTHON_IMAGE, rm=True, forcerm=True)
+    yield NO_PYTHON_IMAGE
+    docker_client.images.remove(NO_PYTHON_IMAGE, force=True)
+
+
+def test_an_image_without_python_is_served_by_docker_exec_with_the_same_file_rules(
+    client: Client, image_without_python: str
+) -> None:
+    record = client.create(image=image_without_python)
+    try:
+        for _ in range(3):  # the agent fails to start in the background; nothing else changes
+            result = client.exec(record.id, ["sh", "-c", "echo out; exit 4"])
+            assert (result.via, result.exit_code, result.stdout) == ("docker", 4, b"out\n")
+        client.write_file(record.id, "dir/note.txt", b"kept", mode=0o600)
+        assert client.read_file(record.id, "dir/note.txt") == b"kept"
+        assert client.exec(record.id, "stat -c %a dir/note.txt").stdout == b"600\n"
+        client.exec(record.id, "ln -s /etc /workspace/etc-link")
+        with pytest.raises(BadRequest, match="outside /workspace"):
+            client.read_file(record.id, "etc-link/passwd")
+        with pytest.raises(NotFound, match="no such file"):
+            client.read_file(record.id, "nothing-here")
+        with pytest.raises(BadRequest, match="is a directory"):
+            client.write_file(record.id, "dir", b"x")
+        with pytest.raises(ProviderUnavailable, match="agent is not running"):
+            client.spawn(record.id, ["true"])
+    finally:
+        client.destroy(record.id)

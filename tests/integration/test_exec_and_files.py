@@ -15,6 +15,7 @@ from runtime.client import Client
 from runtime.errors import BadRequest, Conflict, NotFound
 from runtime.messages import WorkspaceRecord
 from runtime.providers.base import LABEL_ID, LABEL_INSTANCE, OUTPUT_LIMIT
+from tests.helpers import poll_until
 
 pytestmark = pytest.mark.docker
 
@@ -28,6 +29,9 @@ def client(docker_runtime: Runtime) -> Iterator[Client]:
 @pytest.fixture
 def workspace(client: Client) -> Iterator[WorkspaceRecord]:
     record = client.create()
+    # Through the agent, as commands and files run once it is up (test_agent.py covers the
+    # docker exec path, in an image without python3).
+    poll_until(lambda: client.exec(record.id, "true").via == "agent", timeout_s=60)
     yield record
     client.destroy(record.id)
 
@@ -118,7 +122,7 @@ def test_large_files_go_both_ways(client: Client, workspace: WorkspaceRecord) ->
 
 
 def test_missing_files_and_directories_are_reported(client: Client, workspace: WorkspaceRecord) -> None:
-    with pytest.raises(NotFound, match="no such file: nothing-here"):
+    with pytest.raises(NotFound, match="no such file: /workspace/nothing-here"):
         client.read_file(workspace.id, "nothing-here")
     client.exec(workspace.id, ["mkdir", "-p", "adir"])
     with pytest.raises(BadRequest, match="is a directory"):
