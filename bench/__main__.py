@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import ping, pool, restart, sampler, workspaces
+from bench import agent, ping, pool, restart, sampler, workspaces
 
 BENCHMARKS = {
     "ping": ping.main,
@@ -12,6 +12,7 @@ BENCHMARKS = {
     "pool": pool.main,
     "restart": restart.main,
     "sampler": sampler.main,
+    "agent": agent.main,
 }
 
 

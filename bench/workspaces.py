@@ -29,7 +29,7 @@ LABELS = {"agent-workspaces.bench": "raw"}
 CPU, MEMORY = 1.0, 512 << 20
 
 
-def _raw_create(client: docker.DockerClient, runtime: str, n: int) -> str:
+def _raw_create(client: docker.DockerClient, runtime: str, n: int, cpu: float = CPU, memory: int = MEMORY) -> str:
     name = f"aw-bench-raw-{n}"
     api = client.api
     api.create_volume(name, labels=LABELS)
@@ -42,9 +42,9 @@ def _raw_create(client: docker.DockerClient, runtime: str, n: int) -> str:
         host_config=api.create_host_config(
             runtime=runtime,
             init=True,
-            nano_cpus=int(CPU * 1e9),
-            mem_limit=MEMORY,
-            memswap_limit=MEMORY,
+            nano_cpus=int(cpu * 1e9),
+            mem_limit=memory,
+            memswap_limit=memory,
             pids_limit=PIDS_LIMIT,
             network_mode=MANAGED_NETWORK,
             mounts=[Mount("/workspace", name, type="volume")],
