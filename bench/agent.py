@@ -2,7 +2,10 @@
 
 Workspaces and the raw container get the product's default limits (2 CPUs, 4 GiB).
 
-In one run, per OCI runtime, alternating so machine noise hits every path alike:
+In one run, per OCI runtime, alternating so machine noise hits every path alike (`exec
+true` in blocks of ``--block``: a ``docker exec`` leaves the daemon and the sandbox
+busy for a few milliseconds after it returns, which would otherwise be charged to the
+command after it):
 
 - ``raw exec_run``: the docker SDK's ``exec_run(["true"])`` on a container made with the
   provider's options (the baseline);
@@ -12,7 +15,7 @@ In one run, per OCI runtime, alternating so machine noise hits every path alike:
   through the runtime (``write_file``, ``exec``, ``read_file``) against the raw SDK
   (``put_archive``, ``exec_run``, ``get_archive``).
 
-    python -m bench.agent [--execs 300] [--loops 100] [--runtimes runsc,runc]
+    python -m bench.agent [--execs 300] [--block 20] [--loops 100] [--runtimes runsc,runc]
 """
 
 from __future__ import annotations
@@ -75,7 +78,9 @@ def _runtime_loop(client: Client, workspace_id: str, n: int) -> bytes:
     return client.read_file(workspace_id, "result.txt")
 
 
-def bench_runtime(oci_runtime: str, execs: int, loops: int) -> tuple[list[dict[str, float | str]], dict[str, int]]:
+def bench_runtime(
+    oci_runtime: str, execs: int, loops: int, block: int
+) -> tuple[list[dict[str, float | str]], dict[str, int]]:
     """Measure one OCI runtime; returns the table rows and how the runtime's execs ran."""
     docker_client = docker.from_env(version="auto")
     samples: dict[str, list[float]] = {"raw exec_run": [], "runtime exec": [], "raw loop": [], "runtime loop": []}
@@ -96,12 +101,14 @@ def bench_runtime(oci_runtime: str, execs: int, loops: int) -> tuple[list[dict[s
                 for _ in range(5):  # warm both paths up
                     raw.exec_run(["true"])
                     client.exec(record.id, ["true"])
-                for _ in range(execs):
-                    samples["raw exec_run"].append(_timed(lambda: raw.exec_run(["true"])))
-                    began = time.perf_counter()
-                    result = client.exec(record.id, ["true"])
-                    samples["runtime exec"].append(time.perf_counter() - began)
-                    via[result.via] = via.get(result.via, 0) + 1
+                for _ in range(execs // block):
+                    for _ in range(block):
+                        samples["raw exec_run"].append(_timed(lambda: raw.exec_run(["true"])))
+                    for _ in range(block):
+                        began = time.perf_counter()
+                        result = client.exec(record.id, ["true"])
+                        samples["runtime exec"].append(time.perf_counter() - began)
+                        via[result.via] = via.get(result.via, 0) + 1
                 for n in range(loops):
                     samples["raw loop"].append(_timed(lambda n=n: _raw_loop(raw, n)))
                     samples["runtime loop"].append(_timed(lambda n=n: _runtime_loop(client, record.id, n)))
@@ -118,10 +125,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--execs", type=int, default=300)
     parser.add_argument("--loops", type=int, default=100)
+    parser.add_argument("--block", type=int, default=20, help="execs per path before switching to the other")
     parser.add_argument("--runtimes", default="runsc,runc")
     args = parser.parse_args()
     for oci_runtime in args.runtimes.split(","):
-        rows, via = bench_runtime(oci_runtime, args.execs, args.loops)
+        rows, via = bench_runtime(oci_runtime, args.execs, args.loops, args.block)
         print(table(rows[:2], baseline=f"{oci_runtime}: raw exec_run"))
         print(f"  (runtime execs ran through: {via})")
         print(table(rows[2:], baseline=f"{oci_runtime}: raw loop"))
