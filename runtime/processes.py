@@ -10,7 +10,7 @@ Nothing is lost on the way out: the provider's channel blocks the command when t
 runtime reads slowly, and the publisher's queue is bounded (a full queue blocks the
 reader, not memory). A subscriber can still miss events (it subscribed late, or ZeroMQ
 dropped them at its high-water mark); ``exec_output`` replays the newest ``limit`` bytes
-kept for the process and says how many output events are no longer kept (``truncated``).
+(1 MiB once it has ended) kept for the process and says how many output events are no longer kept (``truncated``).
 """
 
 from __future__ import annotations
@@ -41,9 +41,10 @@ __all__ = [
     "process_topic",
 ]
 
-MAX_RUNNING = 64
+MAX_RUNNING = 16
 """Streamed processes one workspace may have running at once."""
-_KEEP_ENDED = 32  # ended processes listed (and replayable) per workspace
+_KEEP_ENDED = 16  # ended processes listed (and replayable) per workspace
+_KEEP_AFTER_END = 1 << 20  # output kept for replay once a process has ended
 
 
 def process_topic(workspace_id: str, process_id: str) -> str:
@@ -299,6 +300,10 @@ class ProcessTable:
                 timed_out=timed_out, duration_ms=duration_ms, error=error,
             )  # fmt: skip
             process.exit = event
+            while process.kept > _KEEP_AFTER_END and len(process.chunks) > 1:
+                old = process.chunks.popleft()
+                process.kept -= len(old.data)
+                process.dropped_through = old.seq
             info = process.info
             info.running, info.exit_code, info.timed_out, info.ended_at, info.error = (
                 False, exit_code, timed_out, now, error,

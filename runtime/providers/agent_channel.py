@@ -30,8 +30,11 @@ __all__ = ["AGENT_ARGV", "AgentChannel", "AgentGone", "ProcessSink", "docker_dem
 
 log = logging.getLogger(__name__)
 
-AGENT_ARGV = ["python3", "-c", BOOTSTRAP, NAME]
-"""How an agent is started in a workspace; its source follows on stdin (see ``runtime.agent``)."""
+AGENT_ARGV = ["python3", "-I", "-S", "-c", BOOTSTRAP, NAME]
+"""How an agent is started in a workspace; its source follows on stdin (see ``runtime.agent``).
+
+Isolated (``-I``: no ``PYTHON*`` variables, no user site) and without ``site`` (``-S``):
+the workspace's Python setup cannot change the agent, and it starts smaller (~12 MiB)."""
 _SOURCE = (Path(__file__).parent.parent / "agent.py").read_bytes()
 _MUX = struct.Struct(">BxxxL")
 _STDOUT, _STDERR = 1, 2

@@ -104,6 +104,12 @@ class Agents:
         if channel is not None:
             channel.close()
 
+    def discard(self, handle: str) -> None:
+        """Forget everything about a workspace that no longer exists."""
+        self.forget(handle)
+        with self._lock:
+            self._closed.discard(handle)
+
     def close(self) -> None:
         """Close every agent (the provider is shutting down)."""
         with self._lock:

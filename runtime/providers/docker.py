@@ -280,6 +280,7 @@ class DockerProvider:
             self._remove(self._docker(), handle)
         self._paths.pop(handle, None)
         self._cgroups.pop(handle, None)
+        self._commands.removed(handle)
 
     @staticmethod
     def _remove(client: docker.DockerClient, handle: str) -> None:

@@ -62,6 +62,10 @@ class DockerCommands:
         """Start the workspace's agent in the background (its container has just started)."""
         self._agents.start_soon(handle)
 
+    def removed(self, handle: str) -> None:
+        """The workspace's container is gone: forget its agent."""
+        self._agents.discard(handle)
+
     def exec(
         self,
         handle: str,

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.docker
 
 
 @pytest.mark.parametrize("oci_runtime", ["runsc", "runc"])
-def test_a_memory_hog_at_90_percent_of_its_limit_raises_one_alert_and_one_clear(
+def test_a_memory_hog_at_80_percent_of_its_limit_raises_one_alert_and_one_clear(
     make_docker_runtime: MakeDockerRuntime, oci_runtime: str
 ) -> None:
     runtime = make_docker_runtime(runtimes=(oci_runtime,), sample_interval_s=0.2, alert_threshold_pct=70)
@@ -28,7 +28,7 @@ def test_a_memory_hog_at_90_percent_of_its_limit_raises_one_alert_and_one_clear(
         with runtime.client() as hogger:  # a client per thread
             hog = threading.Thread(
                 target=hogger.exec,
-                args=(record.id, ["python3", "-c", "import time; b = bytearray(230 << 20); time.sleep(3)"]),
+                args=(record.id, ["python3", "-c", "import time; b = bytearray(205 << 20); time.sleep(3)"]),
             )
             hog.start()
             raised = wait_for_event(events, lambda event: event["key"] == key)
