@@ -43,6 +43,7 @@ class Agents:
         self._starting: dict[str, threading.Event] = {}
         self._failed: dict[str, tuple[float, str]] = {}
         self._closed: set[str] = set()
+        self._shut = False  # the provider is shutting down: start no agent
 
     def get(self, handle: str) -> AgentChannel | None:
         """The workspace's live agent; ``None`` (and a start in the background) if there is none."""
@@ -50,7 +51,7 @@ class Agents:
             channel = self._channels.get(handle)
             if channel is not None and channel.alive:
                 return channel
-            if handle in self._starting or handle in self._closed or self._backing_off(handle):
+            if self._shut or handle in self._starting or handle in self._closed or self._backing_off(handle):
                 return None
             done = self._starting[handle] = threading.Event()
         threading.Thread(target=self._start, args=(handle, done), name=f"agent-start-{handle}", daemon=True).start()
@@ -68,6 +69,8 @@ class Agents:
                 channel = self._channels.get(handle)
                 if channel is not None and channel.alive:
                     return channel
+                if self._shut:
+                    raise ProviderUnavailable("the runtime is stopping", retryable=True)
                 self._failed.pop(handle, None)  # a caller that must have it tries now
                 self._closed.discard(handle)
                 done = self._starting.get(handle)
@@ -113,8 +116,8 @@ class Agents:
     def close(self) -> None:
         """Close every agent (the provider is shutting down)."""
         with self._lock:
+            self._shut = True
             channels = list(self._channels.values())
-            self._closed.update(self._channels)
             self._channels.clear()
         for channel in channels:
             channel.close()
@@ -139,7 +142,7 @@ class Agents:
             return
         with self._lock:
             del self._starting[handle]
-            if handle in self._closed:  # forgotten while it started
+            if self._shut or handle in self._closed:  # forgotten (or shut down) while it started
                 keep = False
             else:
                 keep = True
