@@ -22,7 +22,7 @@ from runtime.outbox import encode_error
 
 __all__ = ["KEPT_OPS", "PENDING", "RequestTable"]
 
-KEPT_OPS: Final = frozenset({"create", "destroy", "exec", "write_file", "extend"})
+KEPT_OPS: Final = frozenset({"create", "destroy", "exec", "exec_stdin", "exec_kill", "write_file", "extend"})
 """Ops whose replies are kept for retries (they change something)."""
 
 PENDING: Final = object()

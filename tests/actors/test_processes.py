@@ -76,3 +76,14 @@ def test_stopping_the_runtime_closes_the_providers_channels_and_ends_their_proce
     assert fake_provider.processes
     fake_runtime.stop()  # publishing the "lost" exit is best effort: the sockets close right after
     assert fake_provider.closed and not fake_provider.processes
+
+
+def test_a_retried_exec_stdin_writes_once(fake_runtime: Runtime, client: Client) -> None:
+    record = client.create()
+    process = client.spawn(record.id, ["cat"], stdin_open=True)
+    args = {"workspace_id": record.id, "process_id": process.process_id, "data": b"once"}
+    client.request("exec_stdin", args, request_id="feed-1")
+    client.request("exec_stdin", args, request_id="feed-1")  # the same request again: answered, not run
+    client.exec_stdin(record.id, process.process_id, close=True)
+    page = client.exec_output(record.id, process.process_id)
+    assert [chunk.data for chunk in page.chunks if chunk.stream == "stdout"] == [b"once"]
