@@ -101,6 +101,7 @@ class OutputChunk(msgspec.Struct, frozen=True):
     seq: int
     stream: str
     data: bytes
+    ts: float = 0.0
 
 
 class OutputPage(msgspec.Struct, kw_only=True):
@@ -270,7 +271,7 @@ class ProcessTable:
             if process is None or process.exit is not None:
                 return
             process.seq += 1
-            chunk = OutputChunk(process.seq, stream, data)
+            chunk = OutputChunk(process.seq, stream, data, time.time())
             process.chunks.append(chunk)
             process.kept += len(data)
             if stream == "stderr":
@@ -282,7 +283,7 @@ class ProcessTable:
                 process.kept -= len(old.data)
                 process.dropped_through = old.seq
             event = ProcessOutput(
-                seq=chunk.seq, ts=time.time(), workspace_id=key[0], process_id=key[1], stream=stream, data=data
+                seq=chunk.seq, ts=chunk.ts, workspace_id=key[0], process_id=key[1], stream=stream, data=data
             )
         self._publish(process.info.topic, encode(event))  # outside the lock: it may block
 

@@ -107,7 +107,7 @@ def _catch_up(page: OutputPage, expected: int, process_id: str) -> Iterator[Stre
     for chunk in page.chunks:
         if chunk.seq >= expected:
             yield ProcessOutput(
-                seq=chunk.seq, ts=0.0, workspace_id=page.process.workspace_id, process_id=process_id,
+                seq=chunk.seq, ts=chunk.ts, workspace_id=page.process.workspace_id, process_id=process_id,
                 stream=chunk.stream, data=chunk.data,
             )  # fmt: skip
     if page.exit is not None:

@@ -79,11 +79,13 @@ class DockerCommands:
     ) -> ExecResult:
         """Run ``argv`` in the container; on timeout the whole process group is killed.
 
-        The timeout is enforced inside the workspace by coreutils ``timeout -s KILL``: one
-        SIGKILL to the command's whole process group, which the kernel delivers atomically
-        with respect to forks in the group, so nothing it started survives (a SIGTERM first
-        would let ``timeout`` exit as soon as the command died, leaving its children). The
-        runtime stops reading at the deadline plus some slack whatever the image does.
+        Through the workspace's agent when it is up (it sends the group one SIGKILL at the
+        deadline). Otherwise through ``docker exec``, where the timeout is enforced inside
+        the workspace by coreutils ``timeout -s KILL``: one SIGKILL to the command's whole
+        process group, which the kernel delivers atomically with respect to forks in the
+        group, so nothing it started survives (a SIGTERM first would let ``timeout`` exit
+        as soon as the command died, leaving its children). Either way the runtime stops
+        waiting at the deadline plus some slack whatever the image does.
         """
         channel = self._agents.get(handle)
         if channel is not None:
@@ -145,7 +147,7 @@ class DockerCommands:
         """A file's contents, through the agent or else through ``docker exec``."""
         channel = self._agents.get(handle)
         if channel is not None:
-            with contextlib.suppress(AgentGone):  # a read may be tried again the slower way
+            with contextlib.suppress(AgentGone):  # the agent died: read it the slower way
                 return agent_calls.read_file(channel, path)
         return files.read_by_exec(self._file_exec(handle), path)
 
@@ -156,9 +158,8 @@ class DockerCommands:
             try:
                 agent_calls.write_file(channel, path, data, mode)
                 return
-            except AgentGone as exc:
-                if exc.sent:
-                    raise Conflict(f"the workspace's agent stopped while the file was written ({exc})") from None
+            except AgentGone:
+                pass  # the agent died: writing the same bytes again the slower way is harmless
         files.write_by_exec(self._file_exec(handle), path, data, mode)
 
     def _file_exec(self, handle: str) -> files.Exec:
@@ -215,16 +216,23 @@ class DockerCommands:
     def write_stdin(self, handle: str, key: str, data: bytes, close: bool) -> None:
         """Feed (and maybe close) a spawned process's standard input."""
         try:
-            agent_calls.write_stdin(self._agents.ensure(handle), key, data, close)
+            agent_calls.write_stdin(self._agent_of(handle, key), key, data, close)
         except AgentGone as exc:
             raise Conflict(f"process {key} is gone with the workspace's agent ({exc})") from None
 
     def kill(self, handle: str, key: str, signal: int) -> None:
         """Signal a spawned process's whole process group."""
         try:
-            agent_calls.kill(self._agents.ensure(handle), key, signal)
+            agent_calls.kill(self._agent_of(handle, key), key, signal)
         except AgentGone as exc:
             raise Conflict(f"process {key} is gone with the workspace's agent ({exc})") from None
+
+    def _agent_of(self, handle: str, key: str) -> AgentChannel:
+        """The live agent that runs process ``key`` (a new agent would not know it)."""
+        channel = self._agents.get(handle)
+        if channel is None:
+            raise Conflict(f"process {key} is gone: the workspace's agent stopped")
+        return channel
 
     def close(self) -> None:
         """Close every workspace's agent channel (the agents exit; workspaces keep running)."""
