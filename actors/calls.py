@@ -66,7 +66,7 @@ def prepare(
             except BaseException:
                 processes.discard(workspace_id, info.process_id)
                 raise
-            return processes.started(workspace_id, info.process_id, pid)
+            return processes.started(info, pid)
 
         return "spawn", spawn
     if isinstance(message, ProcessCall):

@@ -218,10 +218,12 @@ class ProcessTable:
             self._processes[(workspace_id, process_id)] = _Process(info, self._limit)
         return info, _Sink(self, workspace_id, process_id)
 
-    def started(self, workspace_id: str, process_id: str, pid: int) -> ProcessInfo:
-        """The provider started it as ``pid``; return its record."""
+    def started(self, info: ProcessInfo, pid: int) -> ProcessInfo:
+        """The provider started ``info``'s process as ``pid``; return its record now."""
         with self._lock:
-            process = self._get(workspace_id, process_id)
+            process = self._processes.get((info.workspace_id, info.process_id))
+            if process is None:  # it ended, and was trimmed away, before its start was noted
+                return msgspec.structs.replace(info, pid=pid, running=False)
             process.info.pid = pid
             return msgspec.structs.replace(process.info)
 

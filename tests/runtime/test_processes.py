@@ -21,7 +21,7 @@ def test_output_and_exit_are_published_in_order_with_their_own_numbering() -> No
     published = Published()
     table = ProcessTable(published)
     info, sink = table.register("ws_a", ["make"], stdin_open=False)
-    table.started("ws_a", info.process_id, 42)
+    table.started(info, 42)
     sink.output("stdout", b"one")
     sink.output("stderr", b"two")
     sink.exited(2, False, 12.5, None)
