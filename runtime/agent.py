@@ -216,7 +216,9 @@ class Agent:
         self._processes: dict[str, _Process] = {}
         self._exiting: list[_Process] = []  # output closed, exit status not yet collected
         self._next = 0
-        os.set_blocking(rfd, False)
+        # The channel stays blocking: reads happen only when select says there is data, and
+        # writes must block (back-pressure). Its two ends may be one socket, so setting
+        # O_NONBLOCK on the read end would make the write end non-blocking too.
         self._selector.register(rfd, selectors.EVENT_READ, ("control", None))
         # SIGCHLD wakes the loop, so a command is reaped the moment it exits (no polling).
         self._wakeup, wakeup_write = socket.socketpair()
