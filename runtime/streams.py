@@ -69,26 +69,27 @@ def follow(
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     expected = 1
+    heard = time.monotonic()  # when this process last had news
     while True:
         if deadline is not None and time.monotonic() >= deadline:
             raise Timeout(f"process {process.process_id} did not end within {timeout_s:g} s")
-        event: ProcessOutput | ProcessExited | None = None
         try:
             topic, raw = events.recv(idle_s)
         except Timeout:
             pass  # quiet: check with the runtime (the exit itself may have been missed)
         else:
-            if topic != process.topic:
-                continue
-            event = _event(raw)
+            event = _event(raw) if topic == process.topic else None
             if event is None or event.seq < expected:
-                continue  # not ours, or already had
-            if event.seq == expected:
+                if time.monotonic() - heard < idle_s:
+                    continue  # another process's event, or one already had
+            elif event.seq == expected:
                 yield event
                 expected += 1
+                heard = time.monotonic()
                 if isinstance(event, ProcessExited):
                     return
                 continue
+        heard = time.monotonic()
         page = client.exec_output(process.workspace_id, process.process_id, after=expected - 1)
         for item in _catch_up(page, expected, process.process_id):
             yield item
