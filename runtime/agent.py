@@ -49,10 +49,12 @@ import sys
 import time
 from typing import Any, BinaryIO
 
-__all__ = ["BOOTSTRAP", "NAME", "FrameReader", "encode_frame", "main"]
+__all__ = ["BOOTSTRAP", "EXCLUSIVE", "NAME", "FrameReader", "encode_frame", "main"]
 
 NAME = "aw-agent"
-"""The agent's last argument: how it is found in a workspace's process list."""
+"""The agent's argument after its program: how it is found in a workspace's process list."""
+EXCLUSIVE = "--exclusive"
+"""An argument saying this agent is the workspace's only one: it stops any other it finds."""
 BOOTSTRAP = (
     "import sys;b=sys.stdin.buffer;n=int(b.readline());"
     "exec(compile(b.read(n),'aw-agent','exec'),{'__name__':'aw_agent'})"
@@ -66,6 +68,8 @@ _CHUNK = 65536
 _DEFAULT_LIMIT = 8 << 20
 _COALESCE_S = 0.002  # small writes of a spawned command are sent together, at most this late
 _GRACE_S = 1.0  # after a timeout's SIGKILL, how long a command's escaped children may hold its pipes
+_REKILL_EVERY_S = 0.05  # a SIGKILLed group is killed again while members remain ...
+_REKILL_FOR_S = 5.0  # ... for this long (a fork racing the first kill escapes it under gVisor)
 
 
 def encode_frame(header: dict[str, Any], payload: bytes = b"") -> bytes:
@@ -182,6 +186,8 @@ class _Process:
         self.open_streams = 2
         self.unsent = {"stdout": bytearray(), "stderr": bytearray()}  # spawned: output not yet sent
         self.flush_at: float | None = None
+        self.rekill_at: float | None = None
+        self.rekill_until = 0.0
 
     def keep(self, stream: str, chunk: bytes) -> None:
         kept = self.output[stream]
@@ -196,8 +202,17 @@ class _Process:
         return data
 
     def signal(self, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):  # it has already gone
+        """Signal the whole group; a SIGKILL is repeated until the group is empty."""
+        try:
             os.killpg(self.popen.pid, signum)
+        except (ProcessLookupError, PermissionError):  # the group has gone
+            self.rekill_at = None
+            return
+        if signum == signal.SIGKILL:
+            now = time.monotonic()
+            if self.rekill_at is None:
+                self.rekill_until = now + _REKILL_FOR_S
+            self.rekill_at = now + _REKILL_EVERY_S if now < self.rekill_until else None
 
 
 class Agent:
@@ -444,6 +459,7 @@ class Agent:
             if p.deadline is not None
         ]
         deadlines += [p.flush_at for p in self._processes.values() if p.flush_at is not None]
+        deadlines += [p.rekill_at for p in self._processes.values() if p.rekill_at is not None]
         if self._exiting:
             deadlines.append(now + 1.0)  # SIGCHLD wakes the loop; this is a safety net
         return max(0.0, min(deadlines) - now) if deadlines else None
@@ -453,6 +469,8 @@ class Agent:
         for process in list(self._processes.values()):
             if process.flush_at is not None and now >= process.flush_at:
                 self._flush(process)
+            if process.rekill_at is not None and now >= process.rekill_at:
+                process.signal(signal.SIGKILL)
             if process.deadline is None or now < process.deadline:
                 continue
             if not process.timed_out:
@@ -467,8 +485,36 @@ class Agent:
                 self._finish(process)
 
 
+def _end_stale_agents() -> None:
+    """Ask any other agent in this workspace to stop (SIGTERM).
+
+    The runtime starts an agent only when it has lost the previous one's channel; an agent
+    whose channel was cut without closing its stdin (the Docker daemon restarted) would
+    otherwise live on, holding memory and its commands.
+    """
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                args = handle.read().split(b"\0")
+        except OSError:
+            continue  # it has gone, or is not ours to read
+        if NAME.encode() in args and b"-c" in args:
+            with contextlib.suppress(OSError):
+                os.kill(int(entry), signal.SIGTERM)
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(0)  # unwinds through Agent.run, which hangs up its commands
+
+
 def main() -> None:
-    """Serve the runtime on stdin/stdout until stdin closes."""
+    """Serve the runtime on stdin/stdout until stdin closes (or SIGTERM)."""
+    signal.signal(signal.SIGTERM, _stop)
+    if EXCLUSIVE in sys.argv:
+        _end_stale_agents()
     os.chdir(ROOT if os.path.isdir(ROOT) else "/")
     with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):  # the runtime went away
         Agent(sys.stdin.fileno(), sys.stdout.buffer).run()

@@ -16,12 +16,14 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import NoReturn
 
 import docker
 import docker.errors
 
 from runtime import files
-from runtime.errors import Conflict
+from runtime.agent import EXCLUSIVE
+from runtime.errors import Conflict, ProviderUnavailable
 from runtime.messages import ExecResult
 from runtime.providers import agent_calls
 from runtime.providers.agent_channel import AGENT_ARGV, AgentChannel, AgentGone, docker_demux
@@ -95,8 +97,7 @@ class DockerCommands:
                 )
             except AgentGone as exc:
                 if exc.sent:  # it may have run: never run a command twice
-                    self._raise_if_stopped(handle, wait_s=_AGENT_DEATH_WAIT_S)
-                    raise Conflict(f"the workspace's agent stopped while the command ran ({exc})") from None
+                    self._explain_lost_command(handle, exc)
                 # The agent was gone before it received the command: run it the slower way.
         return self._exec_by_docker(
             handle, argv, cwd=cwd, env=env, stdin=stdin, timeout_s=timeout_s, output_limit=output_limit
@@ -170,6 +171,15 @@ class DockerCommands:
 
         return run
 
+    def _explain_lost_command(self, handle: str, gone: AgentGone) -> NoReturn:
+        """Raise ``Conflict`` for a command whose agent died before answering, saying why."""
+        try:
+            with self._errors(f"checking {handle}"):
+                self._raise_if_stopped(handle, wait_s=_AGENT_DEATH_WAIT_S)
+        except ProviderUnavailable as down:  # the daemon went, and the agent's channel with it
+            raise Conflict(f"the workspace's agent stopped while the command ran ({down.message})") from None
+        raise Conflict(f"the workspace's agent stopped while the command ran ({gone})")
+
     def _raise_if_stopped(self, handle: str, wait_s: float = 0.0) -> None:
         """An exec that ended abnormally may have ended with its workspace: say so.
 
@@ -241,7 +251,8 @@ class DockerCommands:
     def _open_agent(self, handle: str) -> AgentChannel:
         with self._errors(f"starting the agent in {handle}"):
             api = self._docker().api
-            exec_id = api.exec_create(handle, AGENT_ARGV, stdin=True, stdout=True, stderr=True)["Id"]
+            argv = [*AGENT_ARGV, EXCLUSIVE]  # the workspace's one agent: it ends any stale one
+            exec_id = api.exec_create(handle, argv, stdin=True, stdout=True, stderr=True)["Id"]
             stream = self._attach(api, exec_id)
         return AgentChannel(stream.sock, handle, pending=stream.pending, demux=docker_demux(handle))
 

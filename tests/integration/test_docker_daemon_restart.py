@@ -80,6 +80,10 @@ def test_docker_stopped_and_restarted_under_load_recovers_without_a_runtime_rest
             for record in workspaces:
                 assert client.get(record.id).state == "ready"
                 assert client.read_file(record.id, "/workspace/marker") == record.id.encode()
+                # Its agent came back, and the one cut off with the daemon did not linger.
+                poll_until(lambda record=record: client.exec(record.id, "true").via == "agent", timeout_s=60)
+                agents = client.exec(record.id, "ps -eo args= | grep -c '[a]w-agent'").stdout
+                assert agents == b"1\n"
         else:  # they died with the daemon: reconciliation says so
             poll_until(lambda: all(client.get(record.id).state == "failed" for record in workspaces))
         fresh = client.create()
