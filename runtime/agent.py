@@ -28,11 +28,14 @@ Requests carry an ``id`` and an ``op``; every request gets one reply with the sa
 - ``ping``: answers with the agent's ``pid``.
 
 Every command runs in its own session (process group), so a timeout or a kill ends all
-of it. Output is read as it comes (a spawned command's small writes are sent together,
-at most 2 ms late, each stream in order); when the runtime reads slowly the agent blocks on its
-writes, so commands block on theirs: back-pressure, nothing dropped. When the channel
-closes (the runtime went away) the agent hangs up its spawned commands (``SIGHUP`` to
-their groups, as a terminal does) and exits.
+of it (a SIGKILL is repeated while the group has members, so a fork racing it cannot
+escape). Output is read as it comes (a spawned command's small writes are sent
+together, at most 2 ms late, each stream in order); when the runtime reads slowly the
+agent blocks on its writes, so commands block on theirs: back-pressure, nothing dropped.
+When the channel closes (the runtime went away), or on SIGTERM, the agent hangs up its
+commands (``SIGHUP`` to their groups, as a terminal does) and exits. Started with
+``--exclusive``, it first asks any other agent in the workspace to stop: the runtime
+starts a new one only after losing the old one's channel.
 """
 
 from __future__ import annotations
