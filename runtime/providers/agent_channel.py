@@ -1,12 +1,12 @@
 """The runtime's end of one workspace agent's channel (the agent is ``runtime.agent``).
 
 The channel is a byte stream both ways: requests go out raw on the agent's stdin; its
-stdout comes back either raw or, for a ``docker exec``, as Docker's multiplexed stream
-(8-byte header per chunk: stream id, three zero bytes, big-endian u32 length), which a
-``demux`` turns back into stdout bytes. A reader thread turns those bytes into frames,
-hands each reply to the call waiting for its ``id`` and each process event to the sink
-registered for the process. When the stream ends (the agent died, the workspace
-stopped) every waiting call fails with ``AgentGone`` and every sink hears ``lost``.
+stdout comes back either raw or, for a ``docker exec``, as Docker's multiplexed stream,
+which a ``demux`` (``docker_exec.docker_demux``) turns back into stdout bytes. A reader
+thread turns those bytes into frames, hands each reply to the call waiting for its
+``id`` and each process event to the sink registered for the process. When the stream
+ends (the agent died, the workspace stopped) every waiting call fails with ``AgentGone``
+and every sink hears that its process is lost.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import contextlib
 import itertools
 import logging
 import socket
-import struct
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -26,7 +25,7 @@ from runtime.agent import BOOTSTRAP, NAME, FrameReader, encode_frame
 from runtime.errors import Timeout
 from runtime.providers.base import ProcessSink
 
-__all__ = ["AGENT_ARGV", "AgentChannel", "AgentGone", "ProcessSink", "docker_demux"]
+__all__ = ["AGENT_ARGV", "AgentChannel", "AgentGone", "ProcessSink"]
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +35,6 @@ AGENT_ARGV = ["python3", "-I", "-S", "-c", BOOTSTRAP, NAME]
 Isolated (``-I``: no ``PYTHON*`` variables, no user site) and without ``site`` (``-S``):
 the workspace's Python setup cannot change the agent, and it starts smaller (~12 MiB)."""
 _SOURCE = (Path(__file__).parent.parent / "agent.py").read_bytes()
-_MUX = struct.Struct(">BxxxL")
-_STDOUT, _STDERR = 1, 2
 
 Frame = tuple[dict[str, Any], bytes]
 
@@ -54,28 +51,6 @@ class AgentGone(Exception):
         self.sent = sent
 
 
-def docker_demux(log_name: str) -> Callable[[bytes], bytes]:
-    """A stateful filter from Docker's multiplexed stream to the agent's stdout bytes."""
-    buffer = bytearray()
-
-    def demux(data: bytes) -> bytes:
-        buffer.extend(data)
-        out = bytearray()
-        while len(buffer) >= _MUX.size:
-            stream, length = _MUX.unpack_from(buffer)
-            if len(buffer) < _MUX.size + length:
-                break
-            chunk = bytes(buffer[_MUX.size : _MUX.size + length])
-            del buffer[: _MUX.size + length]
-            if stream == _STDERR:
-                log.warning("agent of %s: %s", log_name, chunk.decode(errors="replace").rstrip())
-            elif stream == _STDOUT:
-                out += chunk
-        return bytes(out)
-
-    return demux
-
-
 class AgentChannel:
     """Calls to one agent over its connection; thread-safe.
 
@@ -83,7 +58,7 @@ class AgentChannel:
         sock: The connection (for Docker: the agent exec's hijacked socket).
         name: For logs (the workspace's handle).
         pending: Stream bytes already read with the connection's set-up.
-        demux: Turns received bytes into the agent's stdout bytes (``docker_demux``).
+        demux: Turns received bytes into the agent's stdout bytes (``docker_exec.docker_demux``).
     """
 
     def __init__(

@@ -26,11 +26,11 @@ from runtime.agent import EXCLUSIVE
 from runtime.errors import Conflict, ProviderUnavailable
 from runtime.messages import ExecResult
 from runtime.providers import agent_calls
-from runtime.providers.agent_channel import AGENT_ARGV, AgentChannel, AgentGone, docker_demux
+from runtime.providers.agent_channel import AGENT_ARGV, AgentChannel, AgentGone
 from runtime.providers.agents import Agents
 from runtime.providers.base import OUTPUT_LIMIT, ProcessSink
 from runtime.providers.docker_events import exit_detail
-from runtime.providers.docker_exec import ExecStream, open_unix_exec, pump
+from runtime.providers.docker_exec import ExecStream, docker_demux, open_unix_exec, pump
 
 __all__ = ["DockerCommands"]
 
@@ -254,7 +254,7 @@ class DockerCommands:
             argv = [*AGENT_ARGV, EXCLUSIVE]  # the workspace's one agent: it ends any stale one
             exec_id = api.exec_create(handle, argv, stdin=True, stdout=True, stderr=True)["Id"]
             stream = self._attach(api, exec_id)
-        return AgentChannel(stream.sock, handle, pending=stream.pending, demux=docker_demux(handle))
+        return AgentChannel(stream.sock, handle, pending=stream.pending, demux=docker_demux(f"agent of {handle}"))
 
     def cancel_execs(self, handle: str) -> None:
         """Shut down the sockets of every exec attached to ``handle`` (their reads end), and its agent."""

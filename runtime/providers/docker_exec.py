@@ -11,18 +11,54 @@ replaced by a marker naming how much was dropped.
 from __future__ import annotations
 
 import json
+import logging
 import select
 import socket
 import struct
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from runtime.errors import Conflict, NotFound, ProviderUnavailable
 from runtime.providers.base import OUTPUT_LIMIT
 
-__all__ = ["ExecStream", "open_unix_exec", "pump"]
+__all__ = ["ExecStream", "docker_demux", "open_unix_exec", "pump"]
 
 _HEADER = struct.Struct(">BxxxL")
+_STDOUT, _STDERR = 1, 2
+
+log = logging.getLogger(__name__)
+
+
+def _take_frames(buffer: bytearray) -> Iterator[tuple[int, bytes]]:
+    """Remove the complete multiplexed frames from ``buffer``: ``(stream id, payload)``."""
+    while len(buffer) >= _HEADER.size:
+        kind, size = _HEADER.unpack_from(buffer)
+        if len(buffer) < _HEADER.size + size:
+            return
+        payload = bytes(buffer[_HEADER.size : _HEADER.size + size])
+        del buffer[: _HEADER.size + size]
+        yield kind, payload
+
+
+def docker_demux(log_name: str) -> Callable[[bytes], bytes]:
+    """A stateful filter from an attached exec's multiplexed stream to its stdout bytes.
+
+    What the process writes to stderr is logged as warnings naming ``log_name``.
+    """
+    buffer = bytearray()
+
+    def demux(data: bytes) -> bytes:
+        buffer.extend(data)
+        out = bytearray()
+        for kind, payload in _take_frames(buffer):
+            if kind == _STDERR:
+                log.warning("%s: %s", log_name, payload.decode(errors="replace").rstrip())
+            elif kind == _STDOUT:
+                out += payload
+        return bytes(out)
+
+    return demux
 
 
 @dataclass
@@ -131,7 +167,7 @@ def pump(
     Returns:
         ``(stdout, stderr, timed_out)``; on timeout the output read so far.
     """
-    captures = {1: _Capture(limit), 2: _Capture(limit)}
+    captures = {_STDOUT: _Capture(limit), _STDERR: _Capture(limit)}
     buffer = bytearray(stream.pending)
     sock = stream.sock
     sock.setblocking(False)
@@ -140,17 +176,13 @@ def pump(
         sock.shutdown(socket.SHUT_WR)
         outgoing = None
     while True:
-        while len(buffer) >= _HEADER.size:
-            kind, size = _HEADER.unpack_from(buffer)
-            if len(buffer) < _HEADER.size + size:
-                break
+        for kind, payload in _take_frames(buffer):
             capture = captures.get(kind)
             if capture is not None:
-                capture.add(bytes(buffer[_HEADER.size : _HEADER.size + size]))
-            del buffer[: _HEADER.size + size]
+                capture.add(payload)
         wait = None if deadline is None else deadline - time.monotonic()
         if wait is not None and wait <= 0:
-            return captures[1].value(), captures[2].value(), True
+            return captures[_STDOUT].value(), captures[_STDERR].value(), True
         readable, writable, _ = select.select([sock], [sock] if outgoing is not None else [], [], wait)
         if writable and outgoing is not None:
             try:
@@ -173,5 +205,5 @@ def pump(
         except OSError:
             chunk = b""
         if not chunk:
-            return captures[1].value(), captures[2].value(), False
+            return captures[_STDOUT].value(), captures[_STDERR].value(), False
         buffer += chunk
