@@ -10,7 +10,8 @@ Nothing is lost on the way out: the provider's channel blocks the command when t
 runtime reads slowly, and the publisher's queue is bounded (a full queue blocks the
 reader, not memory). A subscriber can still miss events (it subscribed late, or ZeroMQ
 dropped them at its high-water mark); ``exec_output`` replays the newest ``limit`` bytes
-(1 MiB once it has ended) kept for the process and says how many output events are no longer kept (``truncated``).
+(1 MiB once it has ended) kept for the process and says how many output events are no
+longer kept (``truncated``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "ProcessOutput",
     "ProcessTable",
     "Publisher",
+    "exec_topic_prefix",
     "process_topic",
 ]
 
@@ -47,9 +49,14 @@ _KEEP_ENDED = 16  # ended processes listed (and replayable) per workspace
 _KEEP_AFTER_END = 1 << 20  # output kept for replay once a process has ended
 
 
+def exec_topic_prefix(workspace_id: str) -> str:
+    """The topic prefix of every streamed process of a workspace."""
+    return f"exec.{workspace_id}."
+
+
 def process_topic(workspace_id: str, process_id: str) -> str:
-    """The event topic of one process (subscribe to ``exec.<workspace_id>.`` for all of them)."""
-    return f"exec.{workspace_id}.{process_id}"
+    """The event topic of one process."""
+    return exec_topic_prefix(workspace_id) + process_id
 
 
 class ProcessInfo(msgspec.Struct, kw_only=True):
@@ -158,14 +165,20 @@ class Publisher:
 class _Process:
     """One process's record and kept output (guarded by the table's lock)."""
 
-    def __init__(self, info: ProcessInfo, limit: int) -> None:
+    def __init__(self, info: ProcessInfo) -> None:
         self.info = info
-        self.limit = limit
         self.seq = 0
         self.chunks: collections.deque[OutputChunk] = collections.deque()
         self.kept = 0
         self.dropped_through = 0  # output events up to this seq are no longer kept
         self.exit: ProcessExited | None = None
+
+    def keep_at_most(self, limit: int) -> None:
+        """Drop the oldest kept chunks (the newest always stays) until ``limit`` bytes remain."""
+        while self.kept > limit and len(self.chunks) > 1:
+            old = self.chunks.popleft()
+            self.kept -= len(old.data)
+            self.dropped_through = old.seq
 
 
 class _Sink:
@@ -215,7 +228,7 @@ class ProcessTable:
             running = sum(1 for (ws, _), p in self._processes.items() if ws == workspace_id and p.info.running)
             if running >= MAX_RUNNING:
                 raise CapacityExceeded(f"workspace {workspace_id} already runs {running} streamed processes")
-            self._processes[(workspace_id, process_id)] = _Process(info, self._limit)
+            self._processes[(workspace_id, process_id)] = _Process(info)
         return info, _Sink(self, workspace_id, process_id)
 
     def started(self, info: ProcessInfo, pid: int) -> ProcessInfo:
@@ -280,10 +293,7 @@ class ProcessTable:
                 process.info.stderr_bytes += len(data)
             else:
                 process.info.stdout_bytes += len(data)
-            while process.kept > process.limit and len(process.chunks) > 1:
-                old = process.chunks.popleft()
-                process.kept -= len(old.data)
-                process.dropped_through = old.seq
+            process.keep_at_most(self._limit)
             event = ProcessOutput(
                 seq=chunk.seq, ts=chunk.ts, workspace_id=key[0], process_id=key[1], stream=stream, data=data
             )
@@ -303,10 +313,7 @@ class ProcessTable:
                 timed_out=timed_out, duration_ms=duration_ms, error=error,
             )  # fmt: skip
             process.exit = event
-            while process.kept > _KEEP_AFTER_END and len(process.chunks) > 1:
-                old = process.chunks.popleft()
-                process.kept -= len(old.data)
-                process.dropped_through = old.seq
+            process.keep_at_most(_KEEP_AFTER_END)
             info = process.info
             info.running, info.exit_code, info.timed_out, info.ended_at, info.error = (
                 False, exit_code, timed_out, now, error,

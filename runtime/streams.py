@@ -25,7 +25,7 @@ import msgspec
 
 from runtime.client import Client, Subscriber
 from runtime.errors import Timeout
-from runtime.processes import OutputPage, ProcessExited, ProcessInfo, ProcessOutput
+from runtime.processes import OutputPage, ProcessExited, ProcessInfo, ProcessOutput, exec_topic_prefix
 
 __all__ = ["StreamEvent", "Truncated", "exec_topic_prefix", "follow"]
 
@@ -38,11 +38,6 @@ class Truncated(msgspec.Struct, frozen=True, kw_only=True):
 
 
 StreamEvent = ProcessOutput | Truncated | ProcessExited
-
-
-def exec_topic_prefix(workspace_id: str) -> str:
-    """The topic prefix of every streamed process of a workspace."""
-    return f"exec.{workspace_id}."
 
 
 def _event(raw: dict[str, Any]) -> ProcessOutput | ProcessExited | None:
