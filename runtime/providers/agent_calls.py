@@ -11,7 +11,7 @@ import signal as signals
 from typing import Any
 
 from runtime import files
-from runtime.errors import BadRequest, Conflict, NotFound, WorkspaceError
+from runtime.errors import BadRequest, WorkspaceError, error_for_code
 from runtime.messages import ExecResult
 from runtime.providers.agent_channel import AgentChannel, ProcessSink
 
@@ -21,16 +21,15 @@ _SLACK_S = 3.0  # the agent enforces timeouts; the runtime waits this much longe
 
 
 def _refused(header: dict[str, Any], what: str) -> WorkspaceError:
-    code, message = str(header.get("code", "")), f"{what}: {header.get('error', 'refused by the agent')}"
+    """The error for a reply with ``ok`` false.
+
+    A file rule's refusal, or one of the wire error codes the agent uses (``bad_request``,
+    ``not_found``, ``conflict``); ``failed`` (an OS error) is a plain ``WorkspaceError``.
+    """
+    code, error = str(header.get("code", "")), str(header.get("error", "refused by the agent"))
     if code == "refused":
-        return files.refusal(what, str(header.get("reason", "")), str(header.get("error", "")))
-    if code == "failed":
-        return WorkspaceError(message)
-    if code == "not_found":
-        return NotFound(message)
-    if code == "conflict":
-        return Conflict(message)
-    return BadRequest(message)
+        return files.refusal(what, str(header.get("reason", "")), error)
+    return error_for_code(code, f"{what}: {error}", retryable=False)
 
 
 def _wait(timeout_s: float | None) -> float | None:
