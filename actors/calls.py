@@ -1,20 +1,31 @@
 """The blocking calls a WorkspaceActor runs for commands, files and streamed processes.
 
-``prepare`` checks a request's arguments at once (so a bad request is answered without
-touching the workspace) and returns the call to run on a worker thread.
+``prepare`` checks what the request's rules could not check alone (a path against
+``/workspace``, a signal's name, the process it addresses) at once, so a bad request is
+answered without touching the workspace, and returns the call to run on a worker thread.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from runtime import files
+from runtime.agent import files
 from runtime.errors import Conflict
-from runtime.messages import ExecKillArgs, ProcessCall, ReadFile, RunExec, StoredWorkspace, WriteFile
-from runtime.processes import ProcessTable
-from runtime.providers import agent_calls
-from runtime.providers.base import Provider
-from runtime.resources import check_env, exec_argv
+from runtime.messages import (
+    Command,
+    ExecArgs,
+    ExecKillArgs,
+    ExecStdinArgs,
+    FileData,
+    ProcessCall,
+    ReadFile,
+    RunExec,
+    StoredWorkspace,
+    WriteFile,
+    signal_number,
+)
+from runtime.providers.base import Commands
+from runtime.state.processes import ProcessTable
 
 __all__ = ["DESCRIPTIONS", "Call", "prepare"]
 
@@ -31,38 +42,42 @@ DESCRIPTIONS = {
 """How each kind of call is named in errors ("... while the command ran")."""
 
 
+def command(args: ExecArgs, entry: StoredWorkspace) -> Command:
+    """The command an ``exec`` asks for; env given at create applies to every command.
+
+    (That is how a claimed pool member gets its requester's env.)
+    """
+    return Command(
+        argv=args.argv,
+        cwd=args.cwd,
+        env={**entry.spec.env, **args.env},
+        stdin=args.stdin,
+        timeout_s=args.timeout_s,
+        stdin_open=args.stdin_open,
+    )
+
+
 def prepare(
     message: RunExec | WriteFile | ReadFile | ProcessCall,
     entry: StoredWorkspace,
-    provider: Provider,
+    commands: Commands,
     processes: ProcessTable,
 ) -> tuple[str, Call]:
-    """The kind and the blocking call serving ``message``.
+    """The kind and the blocking call serving ``message`` in the workspace of ``entry``.
 
     Raises:
         WorkspaceError: The arguments are wrong (or the workspace runs too many processes).
     """
     handle, workspace_id = entry.handle, entry.record.id
     if isinstance(message, RunExec):
-        args = message.args
-        argv = exec_argv(args)
-        check_env(args.env)
-        # env given at create applies to every command (that is how pool members get theirs)
-        env = {**entry.spec.env, **args.env}
-        if not args.stream:
-
-            def run() -> object:
-                return provider.exec(handle, argv, cwd=args.cwd, env=env, stdin=args.stdin, timeout_s=args.timeout_s)
-
-            return "exec", run
-        info, sink = processes.register(workspace_id, argv, stdin_open=args.stdin_open)
+        run = command(message.args, entry)
+        if not message.args.stream:
+            return "exec", lambda: commands.exec(handle, run)
+        info, sink = processes.register(workspace_id, run.argv, stdin_open=run.stdin_open)
 
         def spawn() -> object:
             try:
-                pid = provider.spawn(
-                    handle, info.process_id, argv, cwd=args.cwd, env=env, stdin=args.stdin,
-                    stdin_open=args.stdin_open, timeout_s=args.timeout_s, sink=sink,
-                )  # fmt: skip
+                pid = commands.spawn(handle, info.process_id, run, sink)
             except BaseException:
                 processes.discard(workspace_id, info.process_id)
                 raise
@@ -70,39 +85,39 @@ def prepare(
 
         return "spawn", spawn
     if isinstance(message, ProcessCall):
-        call_args = message.args
-        info = processes.get(workspace_id, call_args.process_id)  # NotFound for a process it never had
-        if not info.running:
-            ended = f"exit code {info.exit_code}" if info.exit_code is not None else info.error
-            raise Conflict(f"process {info.process_id} has ended ({ended})")
-        if isinstance(call_args, ExecKillArgs):
-            signal = agent_calls.signal_number(call_args.signal)
-
-            def kill() -> object:
-                provider.kill(handle, call_args.process_id, signal)
-                return {}
-
-            return "exec_kill", kill
-        stdin = call_args
-
-        def feed() -> object:
-            provider.write_stdin(handle, stdin.process_id, stdin.data, stdin.close)
-            return {}
-
-        return "exec_stdin", feed
+        return _process_call(message.args, handle, workspace_id, commands, processes)
     if isinstance(message, WriteFile):
         write = message.args
         target = files.workspace_path(write.path)
-        files.check_mode(write.mode)
 
         def write_file() -> object:
-            provider.write_file(handle, target, write.data, write.mode)
+            commands.write_file(handle, target, write.data, write.mode)
             return {}
 
         return "write_file", write_file
     source = files.workspace_path(message.args.path)
+    return "read_file", lambda: FileData(commands.read_file(handle, source))
 
-    def read_file() -> object:
-        return {"data": provider.read_file(handle, source)}
 
-    return "read_file", read_file
+def _process_call(
+    args: ExecStdinArgs | ExecKillArgs, handle: str, workspace_id: str, commands: Commands, processes: ProcessTable
+) -> tuple[str, Call]:
+    info = processes.get(workspace_id, args.process_id)  # NotFound for a process it never had
+    if not info.running:
+        ended = f"exit code {info.exit_code}" if info.exit_code is not None else info.error
+        raise Conflict(f"process {info.process_id} has ended ({ended})")
+    if isinstance(args, ExecKillArgs):
+        signal = signal_number(args.signal)
+
+        def kill() -> object:
+            commands.kill(handle, args.process_id, signal)
+            return {}
+
+        return "exec_kill", kill
+    stdin = args
+
+    def feed() -> object:
+        commands.write_stdin(handle, stdin.process_id, stdin.data, stdin.close)
+        return {}
+
+    return "exec_stdin", feed

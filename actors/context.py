@@ -11,18 +11,16 @@ from typing import Any
 import pykka
 import zmq
 
+from actors.names import workspace_name
 from actors.supervision import Registry
-from runtime.admission import Admission
 from runtime.config import Settings
 from runtime.errors import InternalError, WorkspaceError
 from runtime.messages import AlertCleared, AlertRaised, Completed, Event, ReplyTo
-from runtime.monitor import AlertBoard, Sweeps, UsageBoard
-from runtime.outbox import Outbox
-from runtime.pool import Pool
-from runtime.processes import ProcessTable
-from runtime.providers.base import Provider, ProviderBoard
-from runtime.sampler import SampleBoard
-from runtime.statelog import StateLog
+from runtime.monitoring.boards import Boards
+from runtime.providers.base import Provider
+from runtime.state.processes import ProcessTable
+from runtime.state.statelog import StateLog
+from runtime.wire.outbox import Outbox
 
 __all__ = ["ActorContext"]
 
@@ -38,16 +36,10 @@ class ActorContext:
         statelog: The LMDB state log (its writer thread owns all writes).
         zmq_context: The ZeroMQ context inproc outboxes must share with the Gateway.
         outbox_endpoint: The Gateway's inproc PULL endpoint.
-        registry: The Supervisor's name table.
-        admission: The ``WORKSPACE_MAX_CONCURRENT`` slots.
-        board: The latest provider health.
+        registry: The supervisors' name table.
         providers: The provider adapters by name.
-        usage: The latest per-workspace measurements.
-        alerts: The active alerts.
-        pools: The warm pool of each provider that keeps one.
-        sweeps: What the reaper did.
+        boards: What the actors learn, for anyone to read (health, usage, pools, slots...).
         processes: The streamed processes of every workspace.
-        samples: The sampler's latest measurements.
         unreconciled: Providers that could not be reconciled at start (they were down);
             each one's ProviderActor finishes the job when the provider first answers.
     """
@@ -57,16 +49,18 @@ class ActorContext:
     zmq_context: zmq.Context[zmq.Socket[bytes]]
     outbox_endpoint: str
     registry: Registry
-    admission: Admission
-    board: ProviderBoard
     providers: Mapping[str, Provider]
-    usage: UsageBoard
-    alerts: AlertBoard
-    pools: Mapping[str, Pool]
-    sweeps: Sweeps
+    boards: Boards
     processes: ProcessTable
-    samples: SampleBoard = field(default_factory=SampleBoard)
     unreconciled: set[str] = field(default_factory=set)
+
+    def deliver(self, workspace_id: str, message: Any) -> None:
+        """Tell the workspace's actor ``message``, starting one if none runs.
+
+        Raises:
+            ProviderUnavailable: The runtime is stopping.
+        """
+        self.registry.deliver(workspace_name(workspace_id), message)
 
     def publish(self, event: Event | None) -> None:
         """Write ``event`` to the state log, which publishes it (no-op for ``None``); does not wait."""

@@ -1,12 +1,15 @@
-"""Registry names of the runtime's actors (the Supervisor's name table)."""
+"""Registry names of the runtime's actors (the supervisors' name table)."""
 
 from __future__ import annotations
 
-__all__ = ["POOL", "REAPER", "SAMPLER", "provider_name", "workspace_name"]
+__all__ = ["POOL", "REAPER", "SAMPLER", "WORKSPACES", "WORKSPACE_PREFIX", "provider_name", "workspace_name"]
 
 POOL = "pool"
 REAPER = "reaper"
 SAMPLER = "sampler"
+WORKSPACES = "workspaces"
+"""The dynamic supervisor of the workspace actors."""
+WORKSPACE_PREFIX = "workspace:"
 
 
 def provider_name(provider: str) -> str:
@@ -16,4 +19,4 @@ def provider_name(provider: str) -> str:
 
 def workspace_name(workspace_id: str) -> str:
     """The registry name of a workspace's actor."""
-    return f"workspace:{workspace_id}"
+    return f"{WORKSPACE_PREFIX}{workspace_id}"

@@ -20,10 +20,9 @@ import pykka
 from actors.context import ActorContext
 from actors.names import POOL
 from actors.supervision import ChildActor, ChildSpec, child_spec
-from actors.workspace import deliver
+from runtime.capacity.resources import new_workspace_id, resolve_create
 from runtime.errors import CapacityExceeded, WorkspaceError
 from runtime.messages import BootWorkspace, CreateArgs, Refill, Tick
-from runtime.resources import new_workspace_id, resolve_create
 
 __all__ = ["PoolActor", "pool_child"]
 
@@ -59,8 +58,8 @@ class PoolActor(ChildActor):
 
     def _refill(self) -> None:
         ctx = self._ctx
-        for provider, pool in ctx.pools.items():
-            status = ctx.board.get(provider)
+        for provider, pool in ctx.boards.pools.items():
+            status = ctx.boards.providers.get(provider)
             if status is None or not status.healthy:
                 continue
             for _ in range(pool.deficit()):
@@ -74,7 +73,7 @@ class PoolActor(ChildActor):
                         runtime=status.runtime,
                         now=time.time(),
                     )
-                    ctx.admission.reserve(workspace_id)
+                    ctx.boards.admission.reserve(workspace_id)
                 except CapacityExceeded:
                     break  # user workspaces come first; retried at the next tick
                 except WorkspaceError:
@@ -84,4 +83,4 @@ class PoolActor(ChildActor):
                     entry, record=msgspec.structs.replace(entry.record, expires_at=None), pooled=True
                 )
                 pool.booting(workspace_id)
-                deliver(ctx, self.supervisor, workspace_id, BootWorkspace(None, member))
+                ctx.deliver(workspace_id, BootWorkspace(None, member))

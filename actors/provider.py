@@ -1,8 +1,9 @@
 """ProviderActor: one per provider; admits creates and watches the provider's workspaces.
 
-Admission is quick and never blocks on the backend: check health, resolve and validate
-the request, take a capacity slot, then hand the new entry to a fresh WorkspaceActor
-(started by the Supervisor) which does the slow part.
+Admission is quick and never blocks on the backend: check health (an unhealthy default
+provider hands the create to a healthy fallback), resolve the request against the
+defaults, take a capacity slot, then hand the new entry to a fresh WorkspaceActor
+(started by the workspaces' supervisor) which does the slow part.
 
 Watching has two halves. A watcher thread follows the backend's event stream (out of
 memory, container died, container removed) and forwards each event to the workspace's
@@ -25,24 +26,27 @@ import pykka
 from actors.context import ActorContext
 from actors.names import provider_name
 from actors.supervision import ChildActor, ChildSpec, child_spec
-from actors.workspace import deliver
+from runtime.capacity.pool import Pool, matches_pool
+from runtime.capacity.resources import new_workspace_id, resolve_create
 from runtime.errors import CapacityExceeded, ProviderUnavailable, WorkspaceError
 from runtime.messages import (
     Adopt,
+    BackendState,
     BootWorkspace,
     Completed,
     ContainerEvent,
     CreateWorkspace,
     DestroyWorkspace,
+    Probe,
     ProviderHealthChanged,
+    ProviderStatus,
     Resync,
     Tick,
 )
-from runtime.outbox import Outbox
-from runtime.pool import Pool, matches_pool
-from runtime.providers.base import BackendState, EventWatch, Probe, ProviderStatus
-from runtime.reconcile import interrupted_reason, plan
-from runtime.resources import new_workspace_id, resolve_create
+from runtime.monitoring.thresholds import judge_disk
+from runtime.providers.base import EventWatch
+from runtime.state.reconcile import interrupted_reason, plan
+from runtime.wire.outbox import Outbox
 
 __all__ = ["HealthReport", "ProviderActor", "provider_child"]
 
@@ -119,10 +123,13 @@ class ProviderActor(ChildActor):
         """Serve a create from the warm pool when it matches, else admit a cold create."""
         assert self._outbox is not None
         ctx = self._ctx
-        pool = ctx.pools.get(self._provider_name)
+        pool = ctx.boards.pools.get(self._provider_name)
+        workspace_id = ""
         try:
-            status = ctx.board.get(self._provider_name)
+            status = ctx.boards.providers.get(self._provider_name)
             if status is None or not status.healthy:
+                if status is not None and self._fall_back(message):
+                    return
                 detail = status.detail if status is not None else "not checked yet"
                 raise ProviderUnavailable(f"provider {self._provider_name} is unhealthy: {detail}")
             workspace_id = new_workspace_id()
@@ -142,27 +149,47 @@ class ProviderActor(ChildActor):
             if pool is not None and not message.cold and matches_pool(ctx.settings, message.args):
                 member = pool.claim()
                 if member is not None:  # the member's actor answers, then asks for a refill
-                    claim = Adopt(message.reply_to, message.args, self._provider_name, message.fallback_from)
-                    deliver(ctx, self.supervisor, member, claim)
+                    ctx.deliver(
+                        member, Adopt(message.reply_to, message.args, self._provider_name, message.fallback_from)
+                    )
                     return
             self._admit(workspace_id, pool)
+            ctx.deliver(workspace_id, BootWorkspace(message.reply_to, entry))
         except WorkspaceError as exc:
+            if workspace_id:
+                ctx.boards.admission.release(workspace_id)  # nothing was made with the slot
             self._outbox.fail(message.reply_to, exc)
-            return
-        deliver(ctx, self.supervisor, workspace_id, BootWorkspace(message.reply_to, entry))
+
+    def _fall_back(self, message: CreateWorkspace) -> bool:
+        """Hand a create for the default provider to the first healthy fallback, if there is one.
+
+        Only a create that named no provider falls back, and only once
+        (``WORKSPACE_FALLBACK_PROVIDERS``).
+        """
+        if message.args.provider is not None or message.fallback_from is not None:
+            return False
+        for name in self._ctx.settings.fallback_providers:
+            if name == self._provider_name or not self._ctx.boards.providers.healthy(name):
+                continue
+            moved = msgspec.structs.replace(message, fallback_from=self._provider_name)
+            if self._ctx.registry.tell(provider_name(name), moved):
+                log.info("provider %s is unhealthy: creating on fallback provider %s", self._provider_name, name)
+                return True
+        return False
 
     def _admit(self, workspace_id: str, pool: Pool | None) -> None:
         """Take a capacity slot, evicting an idle pool member if that is the only way."""
+        admission = self._ctx.boards.admission
         try:
-            self._ctx.admission.reserve(workspace_id)
+            admission.reserve(workspace_id)
         except CapacityExceeded:
             victim = pool.evict() if pool is not None else None
             if victim is None:
                 raise
-            self._ctx.admission.swap(victim, workspace_id)
+            admission.swap(victim, workspace_id)
             reason = "evicted from the warm pool to make room for a create"
             # its actor releases nothing (the slot moved here) and asks the pool to refill
-            deliver(self._ctx, self.supervisor, victim, DestroyWorkspace(None, reason=reason))
+            self._ctx.deliver(victim, DestroyWorkspace(None, reason=reason))
 
     # ------------------------------------------------------------------ watching
 
@@ -196,7 +223,7 @@ class ProviderActor(ChildActor):
         if entry is None or entry.record.provider != self._provider_name:
             return
         if entry.record.state in ("ready", "creating"):
-            deliver(self._ctx, self.supervisor, event.workspace_id, event)
+            self._ctx.deliver(event.workspace_id, event)
 
     # ------------------------------------------------------------------ health
 
@@ -232,7 +259,7 @@ class ProviderActor(ChildActor):
             runtime=probe.runtime,
             data_root=probe.data_root,
         )
-        if self._ctx.board.update(status):
+        if self._ctx.boards.providers.update(status):
             level = logging.INFO if probe.healthy else logging.WARNING
             state = "healthy" if probe.healthy else "unhealthy"
             log.log(level, "provider %s is %s (runtime %s)%s", self._provider_name, state, probe.runtime,
@@ -257,7 +284,7 @@ class ProviderActor(ChildActor):
         found = plan(self._provider_name, self._ctx.statelog.workspaces(), inventory)
         for entry in found.interrupted:
             reason = interrupted_reason(entry.record.state)
-            deliver(self._ctx, self.supervisor, entry.record.id, DestroyWorkspace(None, reason=reason))
+            self._ctx.deliver(entry.record.id, DestroyWorkspace(None, reason=reason))
         self._ctx.unreconciled.discard(self._provider_name)
         log.info("provider %s answers again: %d interrupted workspace(s) to finish", self._provider_name,
                  len(found.interrupted))  # fmt: skip
@@ -269,10 +296,11 @@ class ProviderActor(ChildActor):
             record = entry.record
             if record.provider != self._provider_name:
                 continue
-            key = f"disk:{record.id}"
             if record.state != "ready":
-                self._ctx.alert(self._ctx.alerts.clear(key, f"workspace {record.id} is {record.state}"))
-                self._ctx.usage.forget(record.id)
+                self._ctx.alert(
+                    self._ctx.boards.alerts.clear(f"disk:{record.id}", f"workspace {record.id} is {record.state}")
+                )
+                self._ctx.boards.usage.forget(record.id)
                 continue
             if record.id not in report.ready:
                 continue  # it became ready after the inventory was taken
@@ -282,19 +310,10 @@ class ProviderActor(ChildActor):
             elif not backend.running:
                 self._forward(ContainerEvent(record.id, "died", backend.detail))
             used = disk.get(entry.handle)
-            if used is None:
-                continue
-            self._ctx.usage.update(record.id, disk_used_bytes=used, disk_bytes=record.disk_bytes)
-            pct = self._ctx.settings.alert_threshold_pct
-            self._ctx.alert(
-                self._ctx.alerts.evaluate(
-                    key,
-                    resource="disk",
-                    value=float(used),
-                    threshold=record.disk_bytes * pct / 100,
-                    limit=float(record.disk_bytes),
-                    message=f"workspace {record.id} uses {used} bytes of disk, {100 * used / record.disk_bytes:.0f}% "
-                    f"of its budget of {record.disk_bytes} (threshold {pct:g}%)",
-                    workspace_id=record.id,
+            if used is not None:
+                boards = self._ctx.boards
+                threshold = self._ctx.settings.alert_threshold_pct
+                change = judge_disk(
+                    record.id, used, record.disk_bytes, boards.alerts, boards.usage, threshold_pct=threshold
                 )
-            )
+                self._ctx.alert(change)

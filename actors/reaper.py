@@ -26,10 +26,9 @@ import pykka
 from actors.context import ActorContext
 from actors.names import REAPER
 from actors.supervision import ChildActor, ChildSpec, child_spec
-from actors.workspace import deliver
 from runtime.errors import WorkspaceError
-from runtime.messages import Completed, DestroyWorkspace, Tick
-from runtime.providers.base import BackendState, Provider
+from runtime.messages import BackendState, Completed, DestroyWorkspace, Tick
+from runtime.providers.base import Provider
 
 __all__ = ["ReaperActor", "reaper_child"]
 
@@ -56,7 +55,7 @@ class ReaperActor(ChildActor):
         self._suspects: set[tuple[str, str]] = set()
 
     def started(self) -> None:
-        self.every(self._ctx.sweeps.interval_s, Tick())
+        self.every(self._ctx.boards.sweeps.interval_s, Tick())
         self.actor_ref.tell(Tick())
 
     def handle(self, message: Any) -> Any:
@@ -67,7 +66,7 @@ class ReaperActor(ChildActor):
             self._remove_orphans(message.value or {})
         elif isinstance(message, Completed) and message.kind == "orphan":
             if message.error is None:
-                self._ctx.sweeps.orphan_removed()
+                self._ctx.boards.sweeps.orphan_removed()
             else:
                 log.error("removing an orphan failed: %s", message.error)
         else:
@@ -87,9 +86,9 @@ class ReaperActor(ChildActor):
                 continue
             expired = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.expires_at))
             log.info("workspace %s expired at %s: destroying it", record.id, expired)
-            deliver(ctx, self.supervisor, record.id, DestroyWorkspace(None, reason=f"expired at {expired}"))
+            ctx.deliver(record.id, DestroyWorkspace(None, reason=f"expired at {expired}"))
             reaped += 1
-        ctx.sweeps.swept(reaped)
+        ctx.boards.sweeps.swept(reaped)
         if not self._listing:
             self._listing = True
             providers = dict(ctx.providers)

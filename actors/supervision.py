@@ -1,4 +1,4 @@
-"""Supervision on pykka, with OTP semantics.
+"""Supervision on pykka, with OTP semantics: child specs, supervised actors, the name table.
 
 pykka has actors but no supervision, so this module provides it:
 
@@ -6,8 +6,9 @@ pykka has actors but no supervision, so this module provides it:
   always restarted; ``transient``: restarted only after a crash; ``temporary``: never).
 - ``ChildActor``: the base of supervised actors; it tells its supervisor when it exits,
   normally or by crashing (an exception in ``on_start`` or in a told message).
-- ``Registry``: the Supervisor's name table. Peers look actors up by name for every
-  message, never keeping a reference, so a restarted child is found at once.
+- ``Registry``: the name table. Peers look actors up by name for every message, never
+  keeping a reference, so a restarted child is found at once; ``deliver`` also starts a
+  child that is not running, through the dynamic supervisor that owns its names.
 """
 
 from __future__ import annotations
@@ -23,9 +24,20 @@ from typing import Any, Literal
 import msgspec
 import pykka
 
-from runtime.ticker import Ticker
+from actors.ticker import Ticker
+from runtime.errors import ProviderUnavailable
 
-__all__ = ["ChildActor", "ChildExited", "ChildSpec", "Registry", "Restart", "StartChild", "Sync", "child_spec"]
+__all__ = [
+    "ChildActor",
+    "ChildExited",
+    "ChildSpec",
+    "Registry",
+    "Restart",
+    "SpecFor",
+    "StartChild",
+    "Sync",
+    "child_spec",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +46,7 @@ Restart = Literal["permanent", "transient", "temporary"]
 
 @dataclass(frozen=True)
 class ChildSpec:
-    """How the Supervisor starts (and restarts) one child.
+    """How a supervisor starts (and restarts) one child.
 
     Attributes:
         name: Unique name in the registry, e.g. ``provider:gvisor`` or ``workspace:ws_1``.
@@ -45,6 +57,10 @@ class ChildSpec:
     name: str
     start: Callable[[pykka.ActorRef[Any]], pykka.ActorRef[Any]]
     restart: Restart = "permanent"
+
+
+SpecFor = Callable[[str], ChildSpec]
+"""How a dynamic supervisor makes the spec of a child it starts on demand, by name."""
 
 
 def child_spec(name: str, actor: type[ChildActor], *args: Any, restart: Restart = "permanent") -> ChildSpec:
@@ -77,11 +93,12 @@ class Sync(msgspec.Struct, frozen=True, tag="sup.sync"):
 
 
 class Registry:
-    """Thread-safe name table; written only by the Supervisor, read by anyone."""
+    """Thread-safe name table; written only by supervisors, read by anyone."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._refs: dict[str, pykka.ActorRef[Any]] = {}
+        self._owners: dict[str, tuple[pykka.ActorRef[Any], SpecFor]] = {}
 
     def get(self, name: str) -> pykka.ActorRef[Any] | None:
         """The running actor registered as ``name``, if any."""
@@ -94,18 +111,60 @@ class Registry:
             return [name for name in self._refs if name.startswith(prefix)]
 
     def put(self, name: str, ref: pykka.ActorRef[Any]) -> None:
-        """Register ``ref`` under ``name`` (Supervisor only)."""
+        """Register ``ref`` under ``name`` (supervisors only)."""
         with self._lock:
             self._refs[name] = ref
 
     def remove(self, name: str, urn: str) -> bool:
-        """Unregister ``name`` if it still points at actor ``urn`` (Supervisor only)."""
+        """Unregister ``name`` if it still points at actor ``urn`` (supervisors only)."""
         with self._lock:
             ref = self._refs.get(name)
             if ref is None or ref.actor_urn != urn:
                 return False
             del self._refs[name]
             return True
+
+    def own(self, prefix: str, supervisor: pykka.ActorRef[Any], spec_for: SpecFor) -> None:
+        """``supervisor`` starts, on demand, the children whose names start with ``prefix``."""
+        with self._lock:
+            self._owners[prefix] = (supervisor, spec_for)
+
+    def disown(self, prefix: str, supervisor: pykka.ActorRef[Any]) -> None:
+        """``supervisor`` no longer starts children for ``prefix`` (it is stopping)."""
+        with self._lock:
+            owner = self._owners.get(prefix)
+            if owner is not None and owner[0].actor_urn == supervisor.actor_urn:
+                del self._owners[prefix]
+
+    def tell(self, name: str, message: Any) -> bool:
+        """Tell the actor registered as ``name``; ``False`` if none is running."""
+        ref = self.get(name)
+        if ref is None:
+            return False
+        try:
+            ref.tell(message)
+        except pykka.ActorDeadError:
+            return False
+        return True
+
+    def deliver(self, name: str, message: Any) -> None:
+        """Tell ``name`` the ``message``, having its owning supervisor start it if it is not running.
+
+        Raises:
+            ProviderUnavailable: No supervisor starts ``name`` (the runtime is stopping).
+        """
+        if self.tell(name, message):
+            return
+        with self._lock:
+            owner = next((owner for prefix, owner in self._owners.items() if name.startswith(prefix)), None)
+        if owner is not None:
+            supervisor, spec_for = owner
+            try:
+                supervisor.tell(StartChild(spec_for(name), then=message))
+                return
+            except pykka.ActorDeadError:
+                pass
+        raise ProviderUnavailable(f"{name} cannot be started: the runtime is stopping")
 
 
 class ChildActor(pykka.ThreadingActor):

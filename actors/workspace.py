@@ -19,9 +19,11 @@ import pykka
 
 from actors import calls
 from actors.context import ActorContext
-from actors.names import POOL, provider_name, workspace_name
-from actors.supervision import ChildActor, ChildSpec, StartChild, child_spec
-from runtime.errors import BadRequest, Conflict, InternalError, ProviderUnavailable, WorkspaceError
+from actors.names import POOL, WORKSPACE_PREFIX, provider_name, workspace_name
+from actors.supervision import ChildActor, ChildSpec, child_spec
+from runtime.capacity.pool import Pool, adopt
+from runtime.capacity.resources import resolve_create
+from runtime.errors import Conflict, InternalError, ProviderUnavailable, WorkspaceError
 from runtime.messages import (
     Adopt,
     BootWorkspace,
@@ -39,34 +41,54 @@ from runtime.messages import (
     StoredWorkspace,
     WriteFile,
 )
-from runtime.outbox import Outbox
-from runtime.pool import Pool, adopt
 from runtime.providers.base import Provider
-from runtime.reconcile import interrupted_reason
-from runtime.resources import resolve_create
+from runtime.state.reconcile import interrupted_reason
+from runtime.wire.outbox import Outbox
 
-__all__ = ["WorkspaceActor", "deliver", "workspace_child"]
+__all__ = ["WorkspaceActor", "give_up", "release", "workspace_child"]
 
 log = logging.getLogger(__name__)
 
 _OOM_COALESCE_S = 2.0
 
 
-def workspace_child(ctx: ActorContext, workspace_id: str) -> ChildSpec:
-    """The child spec of a workspace's actor (transient: restarted only after a crash)."""
+def workspace_child(ctx: ActorContext, name: str) -> ChildSpec:
+    """The child spec of the actor registered as ``name`` (``workspace:<id>``).
+
+    Transient: restarted only after a crash, by the workspaces' dynamic supervisor.
+    """
+    workspace_id = name.removeprefix(WORKSPACE_PREFIX)
     return child_spec(workspace_name(workspace_id), WorkspaceActor, ctx, workspace_id, restart="transient")
 
 
-def deliver(ctx: ActorContext, supervisor: pykka.ActorRef[Any], workspace_id: str, message: Any) -> None:
-    """Tell the workspace's actor ``message``, having the Supervisor start one if none runs."""
-    ref = ctx.registry.get(workspace_name(workspace_id))
-    if ref is not None:
-        try:
-            ref.tell(message)
-            return
-        except pykka.ActorDeadError:
-            pass  # it just stopped; the Supervisor starts a new one
-    supervisor.tell(StartChild(workspace_child(ctx, workspace_id), then=message))
+def release(ctx: ActorContext, entry: StoredWorkspace) -> None:
+    """The workspace has ended: free its capacity slot, measurements, processes and pool place."""
+    workspace_id = entry.record.id
+    ctx.boards.admission.release(workspace_id)
+    ctx.boards.usage.forget(workspace_id)
+    ctx.processes.forget(workspace_id)
+    if entry.pooled:
+        pool = ctx.boards.pools.get(entry.record.provider)
+        if pool is not None:
+            pool.remove(workspace_id)
+        ctx.registry.tell(POOL, Refill())
+
+
+def give_up(ctx: ActorContext, name: str, reason: str) -> None:
+    """A workspace's actor crashed too often to be restarted: the workspace is ``failed``.
+
+    Its container is left for ``destroy`` (or the reaper, once it expires) to remove,
+    as for any failed workspace.
+    """
+    entry = ctx.statelog.get(name.removeprefix(WORKSPACE_PREFIX))
+    if entry is None or entry.record.state in ("destroyed", "failed"):
+        return
+    record = msgspec.structs.replace(entry.record, state="failed", error=reason)
+    entry = msgspec.structs.replace(
+        entry, record=record, request="" if entry.record.state == "creating" else entry.request
+    )
+    ctx.statelog.put_workspace(entry, reason="its actor was given up on")
+    release(ctx, entry)
 
 
 class WorkspaceActor(ChildActor):
@@ -187,30 +209,19 @@ class WorkspaceActor(ChildActor):
 
     def _end(self) -> None:
         """The workspace no longer exists as far as capacity, measurements and the pool go."""
-        self._ctx.admission.release(self._id)
-        self._ctx.usage.forget(self._id)
-        self._ctx.processes.forget(self._id)
-        if self._entry is not None and self._entry.pooled:
-            pool = self._ctx.pools.get(self._entry.record.provider)
-            if pool is not None:
-                pool.remove(self._id)
-            self._tell(POOL, Refill())
+        if self._entry is not None:
+            release(self._ctx, self._entry)
+        else:
+            self._ctx.boards.admission.release(self._id)
 
     def _tell(self, name: str, message: Any) -> bool:
         """Tell the actor registered as ``name``; ``False`` if there is none running."""
-        ref = self._ctx.registry.get(name)
-        if ref is None:
-            return False
-        try:
-            ref.tell(message)
-        except pykka.ActorDeadError:
-            return False
-        return True
+        return self._ctx.registry.tell(name, message)
 
     def _pool(self) -> Pool | None:
         if self._entry is None or not self._entry.pooled:
             return None
-        return self._ctx.pools.get(self._entry.record.provider)
+        return self._ctx.boards.pools.get(self._entry.record.provider)
 
     # ------------------------------------------------------------------ create
 
@@ -261,7 +272,7 @@ class WorkspaceActor(ChildActor):
         if self._entry is None:
             return None
         name = self._entry.record.provider
-        status = self._ctx.board.get(name)
+        status = self._ctx.boards.providers.get(name)
         if status is None or status.healthy:
             return None
         return ProviderUnavailable(f"provider {name} is unhealthy: {status.detail}")
@@ -277,7 +288,7 @@ class WorkspaceActor(ChildActor):
             return
         assert self._entry is not None
         try:
-            kind, call = calls.prepare(message, self._entry, self._provider(), self._ctx.processes)
+            kind, call = calls.prepare(message, self._entry, self._provider().commands, self._ctx.processes)
         except WorkspaceError as exc:
             self._reply(message.reply_to, error=exc)
             return
@@ -344,9 +355,6 @@ class WorkspaceActor(ChildActor):
         if self._entry.record.persistent:
             self._reply(message.reply_to, error=Conflict(f"workspace {self._id} is persistent: it never expires"))
             return
-        if not message.args.ttl_seconds > 0:
-            self._reply(message.reply_to, error=BadRequest(f"ttl_seconds={message.args.ttl_seconds!r} must be > 0"))
-            return
         expires_at = time.time() + message.args.ttl_seconds
         self._persist("ready", reason=f"extended by {message.args.ttl_seconds:g} s", expires_at=expires_at)
         self._reply(message.reply_to, self._entry.record)
@@ -369,7 +377,7 @@ class WorkspaceActor(ChildActor):
         self._persist("failed", error=detail, reason=event.kind)
         self._end()
         if self._entry.handle:
-            self._provider().cancel_execs(self._entry.handle)
+            self._provider().commands.cancel(self._entry.handle)
 
     # ------------------------------------------------------------------ destroy
 

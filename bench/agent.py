@@ -34,7 +34,7 @@ from bench.common import bench_settings, docker_providers
 from bench.stats import summary, table
 from bench.workspaces import _raw_create, _raw_remove
 from runtime.app import Runtime
-from runtime.client import Client
+from runtime.wire import Client
 
 CPU, MEMORY = 2.0, 4 << 30  # the product's defaults (WORKSPACE_DEFAULT_CPU, WORKSPACE_DEFAULT_MEMORY)
 SCRIPT = b"import sys\nopen('/workspace/result.txt', 'w').write(str(sum(range(%d))))\n"

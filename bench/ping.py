@@ -22,7 +22,7 @@ from pathlib import Path
 import zmq
 
 from bench.stats import summary, table
-from runtime.client import Client
+from runtime.wire import Client
 
 BASELINE = "raw zmq DEALER->ROUTER echo (baseline)"
 _ECHO = """

@@ -17,7 +17,7 @@ import time
 from bench.common import bench_settings, docker_providers
 from bench.stats import summary, table
 from runtime.app import Runtime
-from runtime.client import Client
+from runtime.wire import Client
 
 POOL_SIZE = 5
 

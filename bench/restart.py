@@ -27,12 +27,12 @@ import docker
 from bench.common import bench_settings, docker_providers
 from bench.stats import summary, table
 from runtime.app import Runtime
-from runtime.client import Client
+from runtime.capacity.resources import new_workspace_id
 from runtime.config import Settings
 from runtime.messages import State, StoredWorkspace, WorkspaceRecord, WorkspaceSpec
 from runtime.providers.base import LABEL_INSTANCE
-from runtime.resources import new_workspace_id
-from runtime.statelog import StateLog
+from runtime.state.statelog import StateLog
+from runtime.wire import Client
 
 
 def _fill(state_dir: Path, count: int, state: State) -> str:

@@ -22,7 +22,7 @@ import docker
 from bench.common import bench_settings, docker_providers
 from bench.stats import summary, table
 from runtime.app import Runtime
-from runtime.sampler import Sampler
+from runtime.monitoring.sampler import Sampler
 
 _INTERVAL_S = 5.0
 

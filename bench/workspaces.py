@@ -21,8 +21,8 @@ from docker.types import Mount
 from bench.common import bench_settings, docker_providers
 from bench.stats import summary, table
 from runtime.app import Runtime
-from runtime.client import Client
 from runtime.providers.docker import MANAGED_NETWORK, PIDS_LIMIT
+from runtime.wire import Client
 
 IMAGE = "agent-workspaces/base:bookworm"
 LABELS = {"agent-workspaces.bench": "raw"}

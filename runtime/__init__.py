@@ -1,25 +1,21 @@
 """Agent workspaces: isolated, resource-limited Linux workspaces for AI agents.
 
-The public facade: start a runtime (``Runtime``), configure it (``load_settings``,
-``Settings``), talk to it (``Client``, ``Subscriber``) and catch its errors
-(``WorkspaceError`` and its families in ``runtime.errors``).
+The client-side facade: configure (``load_settings``, ``Settings``), talk to a runtime
+(``Client``, ``Subscriber``), read its records and catch its errors (``WorkspaceError``
+and its families in ``runtime.errors``). The runtime itself - the wiring of the actors
+above everything in this package - is ``runtime.app.Runtime``; it is not re-exported
+here, because this package is also the layer the actors stand on.
 """
 
-from typing import TYPE_CHECKING, Any
-
-from runtime.client import Client, Subscriber
 from runtime.config import Settings, load_settings
 from runtime.errors import WorkspaceError
 from runtime.messages import ExecResult, WorkspaceRecord
 from runtime.version import __version__
-
-if TYPE_CHECKING:
-    from runtime.app import Runtime
+from runtime.wire import Client, Subscriber
 
 __all__ = [
     "Client",
     "ExecResult",
-    "Runtime",
     "Settings",
     "Subscriber",
     "WorkspaceError",
@@ -27,13 +23,3 @@ __all__ = [
     "__version__",
     "load_settings",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # Runtime is imported on first use: runtime.app needs the actors package, whose
-    # modules import runtime's, so importing it here would make a cycle.
-    if name == "Runtime":
-        from runtime.app import Runtime
-
-        return Runtime
-    raise AttributeError(f"module 'runtime' has no attribute {name!r}")

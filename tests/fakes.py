@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from runtime.errors import Conflict, NotFound, ProviderUnavailable
-from runtime.messages import ContainerEvent, ExecResult, WorkspaceSpec
-from runtime.providers.base import OUTPUT_LIMIT, BackendState, Probe, ProcessSink, ResourceUsage
+from runtime.messages import BackendState, Command, ContainerEvent, ExecResult, Probe, ResourceUsage, WorkspaceSpec
+from runtime.providers.base import ProcessSink
 
 
 class FakeWatch:
@@ -31,11 +31,13 @@ class FakeWatch:
 class FakeProvider:
     """A provider whose workspaces are dict entries; exec echoes its argv.
 
-    ``gate`` (when set) makes every exec wait for it, to hold a call in flight.
-    ``fail_create`` makes create raise; ``healthy`` drives the probe; ``disk`` is what
-    ``disk_usage`` reports per handle; ``emit`` pushes a backend event. A spawned process
-    writes its argv to stderr and echoes its stdin to stdout; it exits 0 when its stdin
-    closes and 128 + the signal when killed.
+    It is its own ``commands``.
+
+        ``gate`` (when set) makes every exec wait for it, to hold a call in flight.
+        ``fail_create`` makes create raise; ``healthy`` drives the probe; ``disk`` is what
+        ``disk_usage`` reports per handle; ``emit`` pushes a backend event. A spawned process
+        writes its argv to stderr and echoes its stdin to stdout; it exits 0 when its stdin
+        closes and 128 + the signal when killed.
     """
 
     name: str = "gvisor"
@@ -59,6 +61,10 @@ class FakeProvider:
     files: dict[tuple[str, str], bytes] = field(default_factory=dict)
     closed: bool = False
 
+    @property
+    def commands(self) -> FakeProvider:
+        return self
+
     def probe(self) -> Probe:
         return Probe(self.healthy, "fake", "" if self.healthy else "fake provider switched off")
 
@@ -74,28 +80,18 @@ class FakeProvider:
             self.created += 1
         return f"fake-{spec.workspace_id}"
 
-    def exec(
-        self,
-        handle: str,
-        argv: list[str],
-        *,
-        cwd: str | None,
-        env: dict[str, str],
-        stdin: bytes | None,
-        timeout_s: float | None,
-        output_limit: int = OUTPUT_LIMIT,
-    ) -> ExecResult:
+    def exec(self, handle: str, command: Command) -> ExecResult:
         self.exec_started.set()
-        self.last_env = dict(env)
+        self.last_env = dict(command.env)
         self.execs += 1
         if self.gate is not None:
             self.gate.wait(30)
         with self.lock:
             if handle not in self.workspaces:
                 raise NotFound(f"no workspace {handle}")
-        return ExecResult(exit_code=0, stdout=" ".join(argv).encode(), stderr=stdin or b"")
+        return ExecResult(exit_code=0, stdout=" ".join(command.argv).encode(), stderr=command.stdin or b"")
 
-    def cancel_execs(self, handle: str) -> None:
+    def cancel(self, handle: str) -> None:
         self.cancelled.append(handle)
 
     def destroy(self, handle: str) -> None:
@@ -147,28 +143,16 @@ class FakeProvider:
                 raise NotFound(f"no workspace {handle}")
             self.files[(handle, path)] = data
 
-    def spawn(
-        self,
-        handle: str,
-        key: str,
-        argv: list[str],
-        *,
-        cwd: str | None,
-        env: dict[str, str],
-        stdin: bytes | None,
-        stdin_open: bool,
-        timeout_s: float | None,
-        sink: ProcessSink,
-    ) -> int:
+    def spawn(self, handle: str, key: str, command: Command, sink: ProcessSink) -> int:
         with self.lock:
             if handle not in self.workspaces:
                 raise NotFound(f"no workspace {handle}")
             self.processes[key] = sink
             pid = 100 + len(self.processes)
-        sink.output("stderr", " ".join(argv).encode())
-        if stdin:
-            sink.output("stdout", stdin)
-        if not stdin_open:
+        sink.output("stderr", " ".join(command.argv).encode())
+        if command.stdin:
+            sink.output("stdout", command.stdin)
+        if not command.stdin_open:
             self._end(key, 0)
         return pid
 

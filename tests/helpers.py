@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from runtime.client import Subscriber
 from runtime.errors import Timeout
+from runtime.wire import Subscriber
 
 
 def wait_for_event(

@@ -1,5 +1,10 @@
-"""Provider adapters: blocking, thread-safe bridges to isolation backends."""
+"""Provider adapters: blocking, thread-safe bridges to isolation backends.
 
-from runtime.providers.base import Probe, Provider, ProviderBoard, ProviderStatus
+``base`` is the contract; ``docker`` the ``gvisor`` provider (room beside it for
+``firecracker``, ``e2b`` and ``kubernetes``); ``cgroups`` and ``diskusage`` measure
+workspaces that run as processes and directories on this host.
+"""
 
-__all__ = ["Probe", "Provider", "ProviderBoard", "ProviderStatus"]
+from runtime.providers.base import Commands, EventWatch, ProcessSink, Provider
+
+__all__ = ["Commands", "EventWatch", "ProcessSink", "Provider"]

@@ -1,85 +1,25 @@
-"""What every provider adapter offers, and the shared board of provider health.
+"""What every provider adapter offers: a workspace's lifecycle, and its commands.
 
 Adapters are blocking and thread-safe: actors call them from worker threads, never from
 their own mailbox loop. They raise only ``WorkspaceError`` families, translating their
-backend's exceptions at this boundary.
+backend's exceptions at this boundary. A provider is two halves: the lifecycle
+(``Provider``: probe, create, destroy, inventory, events, measurements) and what runs
+inside a workspace (``Commands``: commands, files, streamed processes), which providers
+whose workspaces run the agent get from ``runtime.agent.AgentExecutor``.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Final, Protocol
 
-import msgspec
+from runtime.messages import BackendState, Command, ContainerEvent, ExecResult, Probe, ResourceUsage, WorkspaceSpec
 
-from runtime.messages import ContainerEvent, ExecResult, WorkspaceSpec
-from runtime.providers.cgroups import ResourceUsage
+__all__ = ["LABEL_ID", "LABEL_INSTANCE", "LABEL_MANAGED", "Commands", "EventWatch", "ProcessSink", "Provider"]
 
-__all__ = [
-    "LABEL_ID",
-    "LABEL_INSTANCE",
-    "LABEL_MANAGED",
-    "OUTPUT_LIMIT",
-    "BackendState",
-    "EventWatch",
-    "Probe",
-    "ProcessSink",
-    "Provider",
-    "ProviderBoard",
-    "ProviderStatus",
-    "ResourceUsage",
-]
-
-LABEL_MANAGED = "agent-workspaces.managed"
-LABEL_ID = "agent-workspaces.id"
-LABEL_INSTANCE = "agent-workspaces.instance"
-OUTPUT_LIMIT = 8 << 20
-"""Bytes of stdout (and of stderr) an exec keeps by default; the rest is counted and dropped."""
-
-
-class Probe(msgspec.Struct, frozen=True):
-    """One health check's outcome.
-
-    Attributes:
-        healthy: Whether the provider can create and run workspaces now.
-        runtime: The isolation runtime it uses (``runsc``, ``runc``, ``firecracker``, ``e2b``).
-        detail: Why it is unhealthy, or notes an operator should know (e.g. a fallback).
-        data_root: Where the backend keeps workspace data on this host, if anywhere.
-    """
-
-    healthy: bool
-    runtime: str
-    detail: str = ""
-    data_root: str = ""
-
-
-class ProviderStatus(msgspec.Struct, frozen=True, kw_only=True):
-    """A provider as the ``providers`` op reports it."""
-
-    name: str
-    healthy: bool
-    checked_at: float
-    detail: str
-    runtime: str
-    workspaces: int = 0
-    data_root: str = ""
-
-
-class BackendState(msgspec.Struct, frozen=True, kw_only=True):
-    """What the backend says about one of this runtime's workspaces.
-
-    Attributes:
-        workspace_id: The workspace.
-        handle: The provider's name for it.
-        running: Whether it is up.
-        detail: Why it is not (exit code, out of memory...), empty when running.
-    """
-
-    workspace_id: str
-    handle: str
-    running: bool
-    detail: str = ""
+LABEL_MANAGED: Final = "agent-workspaces.managed"
+LABEL_ID: Final = "agent-workspaces.id"
+LABEL_INSTANCE: Final = "agent-workspaces.instance"
 
 
 class EventWatch(Protocol):
@@ -93,10 +33,10 @@ class EventWatch(Protocol):
 
 
 class ProcessSink(Protocol):
-    """Where a spawned process's output and end go (called in the channel's reader thread)."""
+    """Where a spawned process's output and end go (called from one thread, in order)."""
 
     def output(self, stream: str, data: bytes) -> None:
-        """A chunk of ``stdout`` or ``stderr``, in the order the agent read them."""
+        """A chunk of ``stdout`` or ``stderr``, in the order it was read."""
         ...
 
     def exited(self, exit_code: int | None, timed_out: bool, duration_ms: float, error: str | None) -> None:
@@ -104,35 +44,11 @@ class ProcessSink(Protocol):
         ...
 
 
-class Provider(Protocol):
-    """A blocking adapter to one isolation backend."""
+class Commands(Protocol):
+    """What runs inside a provider's workspaces, addressed by the workspace's handle."""
 
-    name: str
-
-    def probe(self) -> Probe:
-        """Check that the backend can serve workspaces now."""
-        ...
-
-    def create(self, spec: WorkspaceSpec) -> str:
-        """Create and start a workspace; return the provider's handle for it."""
-        ...
-
-    def exec(
-        self,
-        handle: str,
-        argv: list[str],
-        *,
-        cwd: str | None,
-        env: dict[str, str],
-        stdin: bytes | None,
-        timeout_s: float | None,
-        output_limit: int = OUTPUT_LIMIT,
-    ) -> ExecResult:
-        """Run ``argv`` in the workspace and wait for it (or its timeout)."""
-        ...
-
-    def cancel_execs(self, handle: str) -> None:
-        """End every exec still attached to the workspace (it is being destroyed or died)."""
+    def exec(self, handle: str, command: Command) -> ExecResult:
+        """Run ``command`` and wait for it (or its timeout, which kills its process group)."""
         ...
 
     def read_file(self, handle: str, path: str) -> bytes:
@@ -147,20 +63,8 @@ class Provider(Protocol):
         """Write a file (parents created, then ``chmod`` to ``mode``), by the rules of ``read_file``."""
         ...
 
-    def spawn(
-        self,
-        handle: str,
-        key: str,
-        argv: list[str],
-        *,
-        cwd: str | None,
-        env: dict[str, str],
-        stdin: bytes | None,
-        stdin_open: bool,
-        timeout_s: float | None,
-        sink: ProcessSink,
-    ) -> int:
-        """Start ``argv`` in the background as process ``key``; return its pid in the workspace.
+    def spawn(self, handle: str, key: str, command: Command, sink: ProcessSink) -> int:
+        """Start ``command`` in the background as process ``key``; return its pid in the workspace.
 
         Its output and its end go to ``sink``, in order, from another thread.
         """
@@ -174,8 +78,31 @@ class Provider(Protocol):
         """Send ``signal`` to a spawned process's whole process group."""
         ...
 
+    def cancel(self, handle: str) -> None:
+        """End everything running in the workspace on the runtime's behalf (it is going away)."""
+        ...
+
     def close(self) -> None:
-        """Release connections to the workspaces (their agents); the workspaces keep running."""
+        """Release every connection into workspaces; the workspaces keep running."""
+        ...
+
+
+class Provider(Protocol):
+    """A blocking adapter to one isolation backend."""
+
+    name: str
+
+    @property
+    def commands(self) -> Commands:
+        """What runs inside this provider's workspaces."""
+        ...
+
+    def probe(self) -> Probe:
+        """Check that the backend can serve workspaces now."""
+        ...
+
+    def create(self, spec: WorkspaceSpec) -> str:
+        """Create and start a workspace; return the provider's handle for it."""
         ...
 
     def destroy(self, handle: str) -> None:
@@ -198,31 +125,6 @@ class Provider(Protocol):
         """CPU time and memory of each workspace, read cheaply (missing entries: not measurable)."""
         ...
 
-
-class ProviderBoard:
-    """The latest status of every provider, written by ProviderActors, read by anyone."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._statuses: dict[str, ProviderStatus] = {}
-
-    def update(self, status: ProviderStatus) -> bool:
-        """Record ``status``; return whether health or detail changed."""
-        with self._lock:
-            previous = self._statuses.get(status.name)
-            self._statuses[status.name] = status
-        return previous is None or (previous.healthy, previous.detail) != (status.healthy, status.detail)
-
-    def get(self, name: str) -> ProviderStatus | None:
-        """The latest status of ``name``, if it was ever checked."""
-        with self._lock:
-            return self._statuses.get(name)
-
-    def data_root(self) -> str:
-        """Where a provider keeps its data on this host (Docker's data root), if one says."""
-        return next((status.data_root for status in self.all() if status.data_root), "")
-
-    def all(self) -> list[ProviderStatus]:
-        """Every provider's latest status, by name."""
-        with self._lock:
-            return sorted(self._statuses.values(), key=lambda status: status.name)
+    def close(self) -> None:
+        """Release connections to the workspaces (e.g. their agents); the workspaces keep running."""
+        ...

@@ -13,20 +13,11 @@ from pathlib import Path
 
 import msgspec
 
-__all__ = ["CgroupFiles", "ResourceUsage", "find_cgroup", "read_usage"]
+from runtime.messages import ResourceUsage
+
+__all__ = ["CgroupFiles", "find_cgroup", "read_usage"]
 
 _ROOT = Path("/sys/fs/cgroup")
-
-
-class ResourceUsage(msgspec.Struct, frozen=True):
-    """A workspace's CPU time used so far and its memory in use now.
-
-    ``memory_bytes`` leaves out inactive page cache (as ``docker stats`` does): the
-    kernel reclaims it before it would kill anything at the limit.
-    """
-
-    cpu_seconds: float
-    memory_bytes: int
 
 
 class CgroupFiles(msgspec.Struct, frozen=True):

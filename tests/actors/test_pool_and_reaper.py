@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from runtime.app import Runtime
-from runtime.client import Client, Subscriber
 from runtime.errors import CapacityExceeded
 from runtime.messages import WorkspaceSpec
+from runtime.wire import Client, Subscriber
 from tests.conftest import MakeSettings
 from tests.fakes import FakeProvider
 from tests.helpers import poll_until, wait_for_event

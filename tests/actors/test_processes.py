@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import pytest
 
 from runtime.app import Runtime
-from runtime.client import Client
 from runtime.errors import BadRequest, Conflict, NotFound
-from runtime.processes import ProcessExited, ProcessOutput
-from runtime.streams import Truncated, exec_topic_prefix, follow
+from runtime.messages import ProcessExited, ProcessOutput
+from runtime.wire import Client
+from runtime.wire.streams import Truncated, exec_topic_prefix, follow
 from tests.fakes import FakeProvider
 
 

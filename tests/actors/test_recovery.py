@@ -11,9 +11,8 @@ import pytest
 from actors.workspace import WorkspaceActor
 from runtime.app import Runtime
 from runtime.errors import InternalError, ProviderUnavailable
-from runtime.messages import StoredWorkspace, WorkspaceSpec
-from runtime.providers.base import BackendState
-from runtime.statelog import StateLog
+from runtime.messages import BackendState, StoredWorkspace, WorkspaceSpec
+from runtime.state.statelog import StateLog
 from tests.conftest import MakeSettings
 from tests.fakes import FakeProvider
 from tests.helpers import poll_until, wait_for_event, workspace_event

@@ -11,9 +11,9 @@ import pytest
 import zmq
 
 from runtime.app import Runtime
-from runtime.client import Client
 from runtime.errors import ProviderUnavailable
 from runtime.messages import Request, encode
+from runtime.wire import Client
 from tests.conftest import MakeSettings
 from tests.fakes import FakeProvider
 from tests.helpers import poll_until
@@ -91,11 +91,11 @@ def test_a_retryable_refusal_is_not_kept_so_the_retry_runs(
     with fake_runtime.client() as client:
         client.create()
         client.create()
-    fake_runtime._ctx.admission._limit = 2  # type: ignore[union-attr]  # full from now on
+    fake_runtime._ctx.boards.admission._limit = 2  # type: ignore[union-attr]  # full from now on
     raw.send("create-full", "create", {})
     refused = raw.recv()
     assert refused["error"]["code"] == "capacity" and refused["error"]["retryable"]
-    fake_runtime._ctx.admission._limit = 3  # type: ignore[union-attr]
+    fake_runtime._ctx.boards.admission._limit = 3  # type: ignore[union-attr]
     raw.send("create-full", "create", {})
     assert raw.recv()["ok"]
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from runtime.app import Runtime
-from runtime.client import Client, Subscriber
-from runtime.providers.base import ResourceUsage
+from runtime.messages import ResourceUsage
+from runtime.wire import Client, Subscriber
 from tests.conftest import MakeSettings
 from tests.fakes import FakeProvider
 from tests.helpers import events_until_quiet, poll_until, wait_for_event, workspace_event

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 from runtime.app import Runtime
-from runtime.client import Client, Subscriber
 from runtime.errors import BadRequest, CapacityExceeded, Conflict
 from runtime.messages import ContainerEvent
+from runtime.wire import Client, Subscriber
 from tests.conftest import MakeSettings
 from tests.fakes import FakeProvider
 from tests.helpers import wait_for_event, workspace_event

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from runtime.app import Runtime
-from runtime.client import Client
 from runtime.errors import BadRequest, CapacityExceeded, Conflict, Disabled, NotFound, ProviderUnavailable
+from runtime.wire import Client
 from tests.conftest import MakeSettings
 from tests.fakes import FakeProvider
 

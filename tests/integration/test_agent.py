@@ -9,11 +9,10 @@ from typing import Any
 import pytest
 
 from runtime.app import Runtime
-from runtime.client import Client
 from runtime.errors import BadRequest, Conflict, NotFound, ProviderUnavailable
-from runtime.messages import WorkspaceRecord
-from runtime.processes import ProcessExited, ProcessOutput
-from runtime.streams import StreamEvent, Truncated, exec_topic_prefix, follow
+from runtime.messages import ProcessExited, ProcessOutput, WorkspaceRecord
+from runtime.wire import Client
+from runtime.wire.streams import StreamEvent, Truncated, exec_topic_prefix, follow
 from tests.helpers import poll_until
 
 pytestmark = pytest.mark.docker

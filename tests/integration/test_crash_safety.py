@@ -24,10 +24,10 @@ import msgspec
 import pytest
 
 from actors.workspace import WorkspaceActor
-from runtime.client import Client, Subscriber
 from runtime.errors import InternalError, WorkspaceError
 from runtime.messages import StoredWorkspace, decode_stored
 from runtime.providers.base import LABEL_ID, LABEL_INSTANCE
+from runtime.wire import Client, Subscriber
 from tests.conftest import MakeDockerRuntime, remove_leftovers
 from tests.helpers import poll_until, wait_for_event, workspace_event
 from tests.serving import Server, serve_env

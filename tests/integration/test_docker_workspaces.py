@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from runtime.app import Runtime
-from runtime.client import Client
 from runtime.errors import BadRequest, Conflict
 from runtime.providers.base import LABEL_ID, LABEL_INSTANCE, LABEL_MANAGED
 from runtime.providers.docker import MANAGED_NETWORK
+from runtime.wire import Client
 
 pytestmark = pytest.mark.docker
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from runtime.app import Runtime
-from runtime.client import Client
 from runtime.errors import BadRequest, Conflict, NotFound
-from runtime.messages import WorkspaceRecord
-from runtime.providers.base import LABEL_ID, LABEL_INSTANCE, OUTPUT_LIMIT
+from runtime.messages import OUTPUT_LIMIT, WorkspaceRecord
+from runtime.providers.base import LABEL_ID, LABEL_INSTANCE
+from runtime.wire import Client
 from tests.helpers import poll_until
 
 pytestmark = pytest.mark.docker

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from runtime.app import Runtime
-from runtime.client import Client
 from runtime.errors import ProviderUnavailable
 from runtime.providers.docker import ICC_OPTION, MANAGED_NETWORK
+from runtime.wire import Client
 from tests.conftest import MakeDockerRuntime
 
 pytestmark = pytest.mark.docker

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from runtime.agent import calls as agent_calls
+from runtime.agent.channel import AGENT_ARGV, AgentChannel, AgentGone
 from runtime.errors import BadRequest, Conflict, NotFound
-from runtime.messages import ExecResult
-from runtime.providers import agent_calls
-from runtime.providers.agent_channel import AGENT_ARGV, AgentChannel, AgentGone
+from runtime.messages import Command, ExecResult, signal_number
 
 
 class Sink:
@@ -51,15 +51,12 @@ def agent(tmp_path: Path) -> Iterator[Agent]:
 
 
 def run(channel: AgentChannel, cwd: Path, argv: list[str], **kwargs: object) -> ExecResult:
-    options: dict[str, object] = {"env": {}, "stdin": None, "timeout_s": None, "output_limit": 1 << 20}
-    options.update(kwargs)
-    return agent_calls.run(channel, argv, cwd=str(cwd), **options)  # type: ignore[arg-type]
+    options: dict[str, object] = {"output_limit": 1 << 20, **kwargs}
+    return agent_calls.run(channel, Command(argv=argv, cwd=str(cwd), **options))  # type: ignore[arg-type]
 
 
 def spawn(channel: AgentChannel, cwd: Path, key: str, argv: list[str], sink: Sink, **kwargs: object) -> int:
-    options: dict[str, object] = {"env": {}, "stdin": None, "stdin_open": False, "timeout_s": None}
-    options.update(kwargs)
-    return agent_calls.spawn(channel, key, argv, cwd=str(cwd), sink=sink, **options)  # type: ignore[arg-type]
+    return agent_calls.spawn(channel, key, Command(argv=argv, cwd=str(cwd), **kwargs), sink)  # type: ignore[arg-type]
 
 
 def test_a_command_runs_to_its_end_with_separate_output_and_its_exit_code(agent: Agent, tmp_path: Path) -> None:
@@ -102,7 +99,7 @@ def test_a_kill_reaches_the_whole_group_and_unknown_processes_are_refused(agent:
     channel, _ = agent
     sink = Sink()
     spawn(channel, tmp_path, "p2", ["sh", "-c", "sleep 30 & sleep 30"], sink)
-    agent_calls.kill(channel, "p2", agent_calls.signal_number("TERM"))
+    agent_calls.kill(channel, "p2", signal_number("TERM"))
     assert sink.done.wait(10)
     assert sink.exit is not None and sink.exit[0] == 143
     with pytest.raises(NotFound):
@@ -126,8 +123,8 @@ def test_when_the_channel_closes_the_agent_exits_and_spawned_processes_are_lost(
 
 
 def test_signal_names_and_numbers_are_understood() -> None:
-    assert agent_calls.signal_number("TERM") == agent_calls.signal_number("SIGTERM") == 15
-    assert agent_calls.signal_number("9") == agent_calls.signal_number(9) == 9
+    assert signal_number("TERM") == signal_number("SIGTERM") == 15
+    assert signal_number("9") == signal_number(9) == 9
     for bad in ("NOPE", 0, "99999"):
         with pytest.raises(BadRequest):
-            agent_calls.signal_number(bad)
+            signal_number(bad)

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from runtime.agent.agents import Agents
+from runtime.agent.channel import AGENT_ARGV, AgentChannel
 from runtime.errors import ProviderUnavailable
-from runtime.providers.agent_channel import AGENT_ARGV, AgentChannel
-from runtime.providers.agents import Agents
 from tests.helpers import poll_until
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from runtime.dedupe import PENDING, RequestTable
+from runtime.wire.dedupe import PENDING, RequestTable
 
 
 def test_a_new_request_runs_a_duplicate_in_flight_is_dropped_and_an_answered_one_replayed() -> None:

@@ -10,11 +10,11 @@ import msgspec
 import pytest
 import zmq
 
-from runtime.client import Client, Subscriber
 from runtime.errors import BadRequest, ConfigError, Conflict, InternalError, ProviderUnavailable, Unauthorized
-from runtime.gateway import DEFERRED, MAX_REQUEST_BYTES, Gateway
 from runtime.messages import ArgsStruct, ReplyTo, Request, WorkspaceRecord, WorkspaceStateChanged, encode
-from runtime.outbox import Outbox
+from runtime.wire import Client, Subscriber
+from runtime.wire.gateway import DEFERRED, MAX_REQUEST_BYTES, Gateway
+from runtime.wire.outbox import Outbox
 from tests.runtime.test_messages import record
 
 TOKEN = "t" * 32

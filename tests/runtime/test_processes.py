@@ -6,7 +6,7 @@ import msgspec
 import pytest
 
 from runtime.errors import CapacityExceeded, NotFound
-from runtime.processes import MAX_RUNNING, ProcessTable
+from runtime.state.processes import MAX_RUNNING, ProcessTable
 
 
 class Published:

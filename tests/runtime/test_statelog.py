@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 
 from runtime.messages import Event, StoredWorkspace, WorkspaceRecord, WorkspaceSpec
-from runtime.statelog import StateLog
+from runtime.state.statelog import StateLog
 
 
 def entry(workspace_id: str, state: str = "ready") -> StoredWorkspace:

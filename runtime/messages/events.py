@@ -1,0 +1,91 @@
+"""Events: what the runtime publishes; the state log gives each its ``seq`` and ``ts``.
+
+Every event is published on its class's ``topic`` and carries its ``type`` tag, so a
+subscriber in any language tells them apart by one field.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import msgspec
+
+from runtime.messages.records import State, WorkspaceRecord
+
+__all__ = [
+    "ActorCrashed",
+    "AlertCleared",
+    "AlertEvent",
+    "AlertRaised",
+    "AnyEvent",
+    "Event",
+    "ProviderHealthChanged",
+    "WorkspaceStateChanged",
+]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base of published events; the state log assigns ``seq`` and ``ts``."""
+
+    topic: ClassVar[str]
+    seq: int = 0
+    ts: float = 0.0
+
+
+class WorkspaceStateChanged(Event, tag="workspace.state", frozen=True):
+    """A workspace's record changed; ``record`` is the record after the change."""
+
+    topic: ClassVar[str] = "workspace"
+    workspace_id: str
+    state: State
+    record: WorkspaceRecord
+    reason: str | None = None
+    pooled: bool = False
+
+
+class AlertEvent(Event, frozen=True):
+    """What alert events carry; ``key`` names the condition (one alert per key)."""
+
+    topic: ClassVar[str] = "alert"
+    key: str
+    resource: str
+    message: str
+    value: float
+    limit: float
+    workspace_id: str | None = None
+    threshold: float | None = None
+
+
+class AlertRaised(AlertEvent, frozen=True, tag="alert.raised"):
+    """A resource crossed its threshold."""
+
+
+class AlertCleared(AlertEvent, frozen=True, tag="alert.cleared"):
+    """The condition of an earlier ``AlertRaised`` with the same ``key`` is over."""
+
+
+class ActorCrashed(Event, frozen=True, tag="actor.crashed"):
+    """An actor raised; ``restarted`` says whether its supervisor started a new one.
+
+    ``workspace_id`` is set when the actor owned a workspace (only that one is affected).
+    """
+
+    topic: ClassVar[str] = "actor"
+    actor: str
+    reason: str
+    restarted: bool
+    workspace_id: str | None = None
+
+
+class ProviderHealthChanged(Event, frozen=True, tag="provider.health"):
+    """A provider turned healthy or unhealthy (or its detail changed)."""
+
+    topic: ClassVar[str] = "provider"
+    provider: str
+    healthy: bool
+    detail: str
+    runtime: str
+
+
+AnyEvent = WorkspaceStateChanged | AlertRaised | AlertCleared | ActorCrashed | ProviderHealthChanged
+"""Every event the state log records."""

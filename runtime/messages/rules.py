@@ -1,0 +1,208 @@
+"""Value rules: every constraint on a value of the vocabulary, defined once.
+
+A rule is an ``Annotated`` type whose ``msgspec.Meta`` carries the rule's bounds and,
+in ``extra``, its refusal: the sentence that tells a client what was wrong, a template
+over ``name`` (the field), ``value`` and, inside maps, ``key``; and where a bound is not
+msgspec's (a pattern, "the first item is not empty"), its ``check``. msgspec enforces its
+bounds as a message is decoded; ``broken_rule`` runs the checks right after and words
+any refusal, so ``bad_request`` names the field and what is accepted. (msgspec's own
+``pattern`` constraint is not used: in msgspec 0.22 it corrupts memory when its type
+information is freed - msgspec issue #717, reproduced here as segfaults.)
+"""
+
+from __future__ import annotations
+
+import re
+import signal as signals
+import types
+import typing
+from collections.abc import Callable
+from functools import cache
+from typing import Annotated, Any, Union
+
+import msgspec
+
+from runtime.errors import BadRequest
+
+__all__ = [
+    "Cmd",
+    "Cpu",
+    "EnvName",
+    "EnvValue",
+    "FileMode",
+    "ImageName",
+    "LabelKey",
+    "LabelValue",
+    "Seconds",
+    "broken_rule",
+    "signal_number",
+]
+
+
+def _meta(
+    refusal: str,
+    description: str,
+    *,
+    regex: str | None = None,
+    check: Callable[[Any], bool] | None = None,
+    **bounds: Any,
+) -> msgspec.Meta:
+    """A rule's ``Meta``: msgspec's ``bounds``, and ``regex`` (searched) or ``check`` (a predicate)."""
+    extra: dict[str, Any] = {"refusal": refusal}
+    if regex is not None:
+        search = re.compile(regex).search
+        extra["check"] = lambda value: search(value) is not None
+    elif check is not None:
+        extra["check"] = check
+    return msgspec.Meta(description=description, extra=extra, **bounds)
+
+
+Seconds = Annotated[float, _meta("{name}={value!r} must be > 0", "A number of seconds > 0", gt=0)]
+"""A duration: ``ttl_seconds``, ``timeout_s``."""
+Cpu = Annotated[
+    float, _meta("{name}={value!r} is out of range: expected 0.01 to 1024 cores", "CPU cores", ge=0.01, le=1024)
+]
+FileMode = Annotated[int, _meta("{name}={value!r} is not a file mode (0 to 0o7777)", "A file mode", ge=0, le=0o7777)]
+ImageName = Annotated[
+    str, _meta("{name}={value!r} is not a valid image name", "An image reference", regex=r"^\S{1,255}$")
+]
+EnvName = Annotated[
+    str,
+    _meta(
+        "env name {value!r} is not valid: expected letters, digits and _ (not first a digit)",
+        "An environment variable name",
+        regex=r"^[A-Za-z_][A-Za-z0-9_]*$",
+    ),
+]
+EnvValue = Annotated[str, _meta("env value of {key} contains a NUL byte", "An environment value", regex=r"^[^\x00]*$")]
+_LABEL = "label {key!r} is not valid: keys are 1-63 of [A-Za-z0-9._/-], values at most 256 characters"
+LabelKey = Annotated[
+    str, _meta(_LABEL.replace("{key!r}", "{value!r}"), "A label key", regex=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+]
+LabelValue = Annotated[str, _meta(_LABEL, "A label value", max_length=256)]
+Cmd = (
+    Annotated[
+        list[str], _meta("cmd is empty", "argv: the program first", min_length=1, check=lambda argv: bool(argv[0]))
+    ]
+    | Annotated[str, _meta("cmd is empty", "A shell command run by sh -c", regex=r"\S")]
+)
+"""A command: argv (a non-empty list whose first item is not empty), or a string for ``sh -c``."""
+
+_BOUNDS: dict[str, Callable[[Any, Any], bool]] = {
+    "gt": lambda value, bound: value > bound,
+    "ge": lambda value, bound: value >= bound,
+    "lt": lambda value, bound: value < bound,
+    "le": lambda value, bound: value <= bound,
+    "min_length": lambda value, bound: len(value) >= bound,
+    "max_length": lambda value, bound: len(value) <= bound,
+}
+
+
+def _kept(meta: msgspec.Meta, value: Any) -> bool:
+    for bound, holds in _BOUNDS.items():
+        limit = getattr(meta, bound)
+        if limit is not None and not holds(value, limit):
+            return False
+    check: Callable[[Any], bool] | None = (meta.extra or {}).get("check")
+    return check is None or bool(check(value))
+
+
+def _shape(annotation: Any) -> type:
+    """The Python type a member of a union decodes to (for picking the member a value took)."""
+    while typing.get_origin(annotation) is Annotated:
+        annotation = annotation.__origin__
+    origin = typing.get_origin(annotation)
+    if isinstance(origin, type):
+        return origin
+    return annotation if isinstance(annotation, type) else object
+
+
+def _is(value: Any, shape: type) -> bool:
+    if shape is float:  # MessagePack integers decode as int where a float is expected
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, shape)
+
+
+def _broken(annotation: Any, value: Any, key: Any = None) -> tuple[str, Any, Any] | None:
+    """The refusal (with its value and key) of the innermost rule ``value`` breaks, if any."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        inner = _broken(annotation.__origin__, value, key)
+        if inner is not None:
+            return inner
+        for meta in annotation.__metadata__:
+            if isinstance(meta, msgspec.Meta) and not _kept(meta, value):
+                return str((meta.extra or {}).get("refusal", "{name}={value!r} is not valid")), value, key
+        return None
+    if origin in (Union, types.UnionType):
+        member = next((m for m in typing.get_args(annotation) if _is(value, _shape(m))), None)
+        return None if member is None else _broken(member, value, key)
+    if origin is dict and isinstance(value, dict):
+        key_type, value_type = typing.get_args(annotation)
+        for item_key, item in value.items():
+            found = _broken(key_type, item_key, item_key) or _broken(value_type, item, item_key)
+            if found is not None:
+                return found
+    elif origin is list and isinstance(value, list):
+        (item_type,) = typing.get_args(annotation)
+        for item in value:
+            found = _broken(item_type, item, key)
+            if found is not None:
+                return found
+    return None
+
+
+def _has_rule(annotation: Any) -> bool:
+    if typing.get_origin(annotation) is Annotated:
+        return True
+    return any(_has_rule(arg) for arg in typing.get_args(annotation))
+
+
+@cache
+def _ruled_fields(struct: type[msgspec.Struct]) -> tuple[tuple[str, str, Any], ...]:
+    """``(attribute, wire name, annotation)`` of each field of ``struct`` that has a rule."""
+    hints = typing.get_type_hints(struct, include_extras=True)
+    return tuple(
+        (field.name, field.encode_name, hints[field.name])
+        for field in msgspec.structs.fields(struct)
+        if _has_rule(hints[field.name])
+    )
+
+
+def broken_rule(struct: type[msgspec.Struct], values: Any) -> str | None:
+    """The refusal of the first rule ``values`` breaks: ``struct``'s fields, decoded or as a map.
+
+    ``None`` when every rule holds (or ``values`` is not a map: its shape is wrong, which
+    msgspec's own message says best).
+    """
+    if isinstance(values, struct):
+        present = {wire: getattr(values, name) for name, wire, _ in _ruled_fields(struct)}
+    elif isinstance(values, dict):
+        present = values
+    else:
+        return None
+    for _, wire, annotation in _ruled_fields(struct):
+        if wire in present:
+            found = _broken(annotation, present[wire])
+            if found is not None:
+                template, value, key = found
+                return template.format(name=wire, value=value, key=key)
+    return None
+
+
+def signal_number(name: str | int) -> int:
+    """``TERM``, ``SIGTERM``, ``15`` and ``"15"`` all mean 15.
+
+    Raises:
+        BadRequest: Not a signal name or number; the message says what is accepted.
+    """
+    if isinstance(name, int) or name.isdigit():
+        number = int(name)
+        if 1 <= number < signals.NSIG:
+            return number
+        raise BadRequest(f"signal={name!r} is not a signal number (1 to {signals.NSIG - 1})")
+    upper = name.upper()
+    try:
+        return int(signals.Signals[upper if upper.startswith("SIG") else f"SIG{upper}"])
+    except KeyError:
+        raise BadRequest(f"signal={name!r} is not a signal name (e.g. TERM, KILL, INT, HUP)") from None
