@@ -20,6 +20,7 @@ from runtime.messages import (
     ProcessCall,
     ReadFile,
     RunExec,
+    RunOptions,
     StoredWorkspace,
     WriteFile,
     signal_number,
@@ -47,14 +48,8 @@ def command(args: ExecArgs, entry: StoredWorkspace) -> Command:
 
     (That is how a claimed pool member gets its requester's env.)
     """
-    return Command(
-        argv=args.argv,
-        cwd=args.cwd,
-        env={**entry.spec.env, **args.env},
-        stdin=args.stdin,
-        timeout_s=args.timeout_s,
-        stdin_open=args.stdin_open,
-    )
+    options = {field: getattr(args, field) for field in RunOptions.__struct_fields__}
+    return Command(**{**options, "env": {**entry.spec.env, **args.env}}, argv=args.argv)
 
 
 def prepare(

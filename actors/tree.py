@@ -26,10 +26,11 @@ from actors.names import WORKSPACE_PREFIX, WORKSPACES
 from actors.pool import pool_child
 from actors.provider import provider_child
 from actors.reaper import reaper_child
+from actors.release import give_up
 from actors.sampler import sampler_child
 from actors.supervision import ChildSpec
 from actors.supervisor import CrashReport, DynamicSupervisor, Supervisor
-from actors.workspace import give_up, workspace_child
+from actors.workspace import workspace_child
 from runtime.messages import ActorCrashed
 
 __all__ = ["INTENSITY", "PERIOD_S", "crash_reporter", "start_tree", "workspaces_child"]

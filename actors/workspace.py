@@ -20,6 +20,7 @@ import pykka
 from actors import calls
 from actors.context import ActorContext
 from actors.names import POOL, WORKSPACE_PREFIX, provider_name, workspace_name
+from actors.release import release
 from actors.supervision import ChildActor, ChildSpec, child_spec
 from runtime.capacity.pool import Pool, adopt
 from runtime.capacity.resources import resolve_create
@@ -45,11 +46,9 @@ from runtime.providers.base import Provider
 from runtime.state.reconcile import interrupted_reason
 from runtime.wire.outbox import Outbox
 
-__all__ = ["WorkspaceActor", "give_up", "release", "workspace_child"]
+__all__ = ["WorkspaceActor", "workspace_child"]
 
 log = logging.getLogger(__name__)
-
-_OOM_COALESCE_S = 2.0
 
 
 def workspace_child(ctx: ActorContext, name: str) -> ChildSpec:
@@ -59,36 +58,6 @@ def workspace_child(ctx: ActorContext, name: str) -> ChildSpec:
     """
     workspace_id = name.removeprefix(WORKSPACE_PREFIX)
     return child_spec(workspace_name(workspace_id), WorkspaceActor, ctx, workspace_id, restart="transient")
-
-
-def release(ctx: ActorContext, entry: StoredWorkspace) -> None:
-    """The workspace has ended: free its capacity slot, measurements, processes and pool place."""
-    workspace_id = entry.record.id
-    ctx.boards.admission.release(workspace_id)
-    ctx.boards.usage.forget(workspace_id)
-    ctx.processes.forget(workspace_id)
-    if entry.pooled:
-        pool = ctx.boards.pools.get(entry.record.provider)
-        if pool is not None:
-            pool.remove(workspace_id)
-        ctx.registry.tell(POOL, Refill())
-
-
-def give_up(ctx: ActorContext, name: str, reason: str) -> None:
-    """A workspace's actor crashed too often to be restarted: the workspace is ``failed``.
-
-    Its container is left for ``destroy`` (or the reaper, once it expires) to remove,
-    as for any failed workspace.
-    """
-    entry = ctx.statelog.get(name.removeprefix(WORKSPACE_PREFIX))
-    if entry is None or entry.record.state in ("destroyed", "failed"):
-        return
-    record = msgspec.structs.replace(entry.record, state="failed", error=reason)
-    entry = msgspec.structs.replace(
-        entry, record=record, request="" if entry.record.state == "creating" else entry.request
-    )
-    ctx.statelog.put_workspace(entry, reason="its actor was given up on")
-    release(ctx, entry)
 
 
 class WorkspaceActor(ChildActor):
@@ -108,8 +77,6 @@ class WorkspaceActor(ChildActor):
         self._outbox: Outbox | None = None
         self._inflight = 0
         self._destroy_waiters: list[ReplyTo | None] = []
-        self._unrecorded_ooms = 0
-        self._last_oom_recorded = -_OOM_COALESCE_S
         self._destroy_reason: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -214,10 +181,6 @@ class WorkspaceActor(ChildActor):
         else:
             self._ctx.boards.admission.release(self._id)
 
-    def _tell(self, name: str, message: Any) -> bool:
-        """Tell the actor registered as ``name``; ``False`` if there is none running."""
-        return self._ctx.registry.tell(name, message)
-
     def _pool(self) -> Pool | None:
         if self._entry is None or not self._entry.pooled:
             return None
@@ -255,7 +218,7 @@ class WorkspaceActor(ChildActor):
             assert self._entry is not None
             if pool is not None:
                 pool.ready(self._id)
-                self._tell(POOL, Refill())  # the next member may boot now
+                self._ctx.registry.tell(POOL, Refill())  # the next member may boot now
             self._reply(done.reply_to, self._entry.record)
         else:  # the backend reported it dead before create returned
             assert self._entry is not None
@@ -317,7 +280,7 @@ class WorkspaceActor(ChildActor):
         if entry is None or not entry.pooled or entry.record.state != "ready":
             # It failed or went away after it was claimed: serve the request cold.
             cold = CreateWorkspace(message.reply_to, message.args, cold=True, fallback_from=message.fallback_from)
-            if not self._tell(provider_name(message.provider), cold):
+            if not self._ctx.registry.tell(provider_name(message.provider), cold):
                 self._reply(message.reply_to, error=ProviderUnavailable(f"provider {message.provider} is restarting"))
             return
         record = entry.record
@@ -343,7 +306,7 @@ class WorkspaceActor(ChildActor):
         self._entry = adopted
         log.info("workspace %s is ready (claimed from the warm pool)", self._id)
         self._reply(message.reply_to, adopted.record)
-        self._tell(POOL, Refill())  # after the reply: the refill's work must not delay the claim
+        self._ctx.registry.tell(POOL, Refill())  # after the reply: the refill's work must not delay the claim
 
     # ------------------------------------------------------------------ expiry
 

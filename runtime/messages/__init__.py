@@ -26,7 +26,15 @@ from runtime.messages.args import (
     WorkspaceArgs,
     WriteFileArgs,
 )
-from runtime.messages.backend import OUTPUT_LIMIT, BackendState, Command, ContainerEvent, Probe, ResourceUsage
+from runtime.messages.backend import (
+    OUTPUT_LIMIT,
+    BackendState,
+    Command,
+    ContainerEvent,
+    Probe,
+    ResourceUsage,
+    RunOptions,
+)
 from runtime.messages.codec import (
     RuleBroken,
     decode_args,
@@ -142,6 +150,7 @@ __all__ = [
     "Resync",
     "RuleBroken",
     "RunExec",
+    "RunOptions",
     "Snapshot",
     "State",
     "StoredWorkspace",

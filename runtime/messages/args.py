@@ -11,6 +11,7 @@ from typing import Final
 
 import msgspec
 
+from runtime.messages.backend import RunOptions
 from runtime.messages.records import State
 from runtime.messages.rules import Cmd, Cpu, EnvName, EnvValue, FileMode, ImageName, LabelKey, LabelValue, Seconds
 
@@ -69,17 +70,16 @@ class ListArgs(ArgsStruct, kw_only=True, frozen=True):
     state: State | None = None
 
 
-class ExecArgs(ArgsStruct, kw_only=True, frozen=True):
-    """Arguments of ``exec``: ``cmd`` is argv, or a string run by ``sh -c``."""
+class ExecArgs(ArgsStruct, RunOptions, kw_only=True, frozen=True):
+    """Arguments of ``exec``: the command, with the options of ``RunOptions``.
+
+    ``cmd`` is argv, or a string run by ``sh -c``; ``stream`` starts it in the background
+    (its output comes as events).
+    """
 
     workspace_id: str
     cmd: Cmd
-    cwd: str | None = None
-    env: dict[EnvName, EnvValue] = {}
-    stdin: bytes | None = None
-    timeout_s: Seconds | None = None
     stream: bool = False
-    stdin_open: bool = False
 
     @property
     def argv(self) -> list[str]:

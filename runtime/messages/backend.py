@@ -12,32 +12,42 @@ from typing import Final, Literal
 
 import msgspec
 
-__all__ = ["OUTPUT_LIMIT", "BackendState", "Command", "ContainerEvent", "Probe", "ResourceUsage"]
+from runtime.messages.rules import EnvName, EnvValue, Seconds
+
+__all__ = ["OUTPUT_LIMIT", "BackendState", "Command", "ContainerEvent", "Probe", "ResourceUsage", "RunOptions"]
 
 OUTPUT_LIMIT: Final = 8 << 20
 """Bytes of stdout (and of stderr) a command keeps by default; the rest is counted and dropped."""
 
 
-class Command(msgspec.Struct, frozen=True, kw_only=True):
-    """A command to run in a workspace, as every provider and the agent take it.
+class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """How a command runs: the same fields in an ``exec`` request and in the ``Command`` it becomes.
 
     Attributes:
-        argv: The program and its arguments.
         cwd: Working directory (``None``: the workspace's default, ``/workspace``).
         env: Extra environment variables.
         stdin: Bytes for its standard input (``None``: ``/dev/null``, unless ``stdin_open``).
         timeout_s: Its whole process group is killed after this long.
+        stdin_open: For a streamed process: keep stdin open for later writes.
+    """
+
+    cwd: str | None = None
+    env: dict[EnvName, EnvValue] = {}
+    stdin: bytes | None = None
+    timeout_s: Seconds | None = None
+    stdin_open: bool = False
+
+
+class Command(RunOptions, frozen=True, kw_only=True):
+    """A command to run in a workspace, as every provider and the agent take it.
+
+    Attributes:
+        argv: The program and its arguments.
         output_limit: Bytes of stdout and of stderr kept when it runs to its end.
-        stdin_open: For a spawned process: keep stdin open for later writes.
     """
 
     argv: list[str]
-    cwd: str | None = None
-    env: dict[str, str] = {}
-    stdin: bytes | None = None
-    timeout_s: float | None = None
     output_limit: int = OUTPUT_LIMIT
-    stdin_open: bool = False
 
 
 class Probe(msgspec.Struct, frozen=True):

@@ -15,7 +15,7 @@ from runtime.messages import ArgsStruct, ReplyTo, Request, WorkspaceRecord, Work
 from runtime.wire import Client, Subscriber
 from runtime.wire.gateway import DEFERRED, MAX_REQUEST_BYTES, Gateway
 from runtime.wire.outbox import Outbox
-from tests.runtime.test_messages import record
+from tests.runtime.messages.test_messages import record
 
 TOKEN = "t" * 32
 
