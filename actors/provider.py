@@ -134,18 +134,10 @@ class ProviderActor(ChildActor):
                 raise ProviderUnavailable(f"provider {self._provider_name} is unhealthy: {detail}")
             workspace_id = new_workspace_id()
             entry = resolve_create(
-                ctx.settings,
-                message.args,
-                workspace_id=workspace_id,
-                provider=self._provider_name,
-                runtime=status.runtime,
-                now=time.time(),
-            )
-            entry = msgspec.structs.replace(
-                entry,
-                record=msgspec.structs.replace(entry.record, fallback_from=message.fallback_from),
+                ctx.settings, message.args, workspace_id=workspace_id, provider=self._provider_name,
+                runtime=status.runtime, now=time.time(), fallback_from=message.fallback_from,
                 request=message.reply_to.key,
-            )
+            )  # fmt: skip
             if pool is not None and not message.cold and matches_pool(ctx.settings, message.args):
                 member = pool.claim()
                 if member is not None:  # the member's actor answers, then asks for a refill

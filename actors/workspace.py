@@ -286,22 +286,14 @@ class WorkspaceActor(ChildActor):
         record = entry.record
         try:
             wanted = resolve_create(
-                self._ctx.settings,
-                message.args,
-                workspace_id=self._id,
-                provider=record.provider,
-                runtime=record.runtime,
-                now=time.time(),
-            )
+                self._ctx.settings, message.args, workspace_id=self._id, provider=record.provider,
+                runtime=record.runtime, now=time.time(), fallback_from=message.fallback_from,
+                request=message.reply_to.key,
+            )  # fmt: skip
         except WorkspaceError as exc:  # validated before the claim; kept for safety
             self._reply(message.reply_to, error=exc)
             return
         adopted = adopt(entry, wanted)
-        adopted = msgspec.structs.replace(
-            adopted,
-            record=msgspec.structs.replace(adopted.record, fallback_from=message.fallback_from),
-            request=message.reply_to.key,
-        )
         self._ctx.statelog.put_workspace(adopted, reason="claimed from the warm pool")
         self._entry = adopted
         log.info("workspace %s is ready (claimed from the warm pool)", self._id)

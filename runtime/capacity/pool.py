@@ -47,8 +47,8 @@ def adopt(member: StoredWorkspace, wanted: StoredWorkspace) -> StoredWorkspace:
     """A claimed pool member made into the workspace ``wanted`` describes.
 
     The member keeps its identity, container and resources (they match, or it would not
-    have been claimed); it takes the request's labels, env, persistence and expiry, and
-    its life as the requester's workspace starts now.
+    have been claimed); it takes the request's labels, env, persistence, expiry, fallback
+    and request key, and its life as the requester's workspace starts now.
     """
     record = msgspec.structs.replace(
         member.record,
@@ -56,10 +56,11 @@ def adopt(member: StoredWorkspace, wanted: StoredWorkspace) -> StoredWorkspace:
         persistent=wanted.record.persistent,
         created_at=wanted.record.created_at,
         expires_at=wanted.record.expires_at,
+        fallback_from=wanted.record.fallback_from,
         from_pool=True,
     )
     spec = msgspec.structs.replace(member.spec, env=wanted.spec.env, labels=wanted.spec.labels)
-    return msgspec.structs.replace(member, record=record, spec=spec, pooled=False)
+    return msgspec.structs.replace(member, record=record, spec=spec, pooled=False, request=wanted.request)
 
 
 class PoolStats(msgspec.Struct, frozen=True):

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import secrets
 
-from runtime.config import Settings, parse_size
+from runtime.config import MIN_MEMORY_BYTES, Settings, parse_size
 from runtime.errors import BadRequest
 from runtime.messages import CreateArgs, StoredWorkspace, WorkspaceRecord, WorkspaceSpec
 
 __all__ = ["MIN_MEMORY_BYTES", "new_workspace_id", "resolve_create"]
-
-MIN_MEMORY_BYTES = 6 << 20  # Docker refuses less
 
 
 def new_workspace_id() -> str:
@@ -33,9 +31,20 @@ def _size(name: str, value: int | str | None, default: int) -> int:
 
 
 def resolve_create(
-    settings: Settings, args: CreateArgs, *, workspace_id: str, provider: str, runtime: str, now: float
+    settings: Settings,
+    args: CreateArgs,
+    *,
+    workspace_id: str,
+    provider: str,
+    runtime: str,
+    now: float,
+    fallback_from: str | None = None,
+    request: str = "",
 ) -> StoredWorkspace:
     """Fill in defaults and validate a ``create`` request.
+
+    ``fallback_from`` names the unhealthy default provider this one stands in for;
+    ``request`` is the key of the request (``ReplyTo.key``), kept so a retry finds it.
 
     Returns:
         The entry in state ``creating``.
@@ -65,6 +74,7 @@ def resolve_create(
         persistent=args.persistent,
         created_at=now,
         expires_at=None if args.persistent else now + ttl,
+        fallback_from=fallback_from,
     )
     spec = WorkspaceSpec(
         workspace_id=workspace_id,
@@ -75,4 +85,4 @@ def resolve_create(
         env=dict(args.env),
         labels=dict(args.labels),
     )
-    return StoredWorkspace(record=record, spec=spec)
+    return StoredWorkspace(record=record, spec=spec, request=request)
