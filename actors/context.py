@@ -119,6 +119,10 @@ class ActorContext:
         except zmq.ZMQError:
             return  # the runtime has shut down; the client will time out
         try:
-            outbox.fail(reply_to, InternalError(f"the workspace actor stopped before its {kind} finished; retry"))
+            error = InternalError(
+                f"the workspace actor stopped before its {kind} finished; its outcome is unknown: check the "
+                "workspace, then send the request again with a new id"
+            )
+            outbox.fail(reply_to, error)
         finally:
             outbox.close()

@@ -4,7 +4,8 @@ Every ``WORKSPACE_CLEANUP_INTERVAL_MIN`` minutes (fractions allowed; and once at
 
 - expired: each ephemeral workspace (ready or failed, not a pool member) past its
   ``expires_at`` is sent a destroy with the reason ``expired``; its own actor does the
-  work, so one stuck container never holds up the sweep;
+  work, so one stuck container never holds up the sweep; a failed pool member (which
+  nobody will claim and which never expires) is destroyed the same way;
 - orphans: containers and volumes carrying this runtime's instance label whose
   workspace has no record, or a destroyed one, are removed once they have been seen in
   two consecutive sweeps (the grace period is one interval). Only this runtime's labels
@@ -80,6 +81,11 @@ class ReaperActor(ChildActor):
         reaped = 0
         for entry in ctx.statelog.workspaces():
             record = entry.record
+            if entry.pooled and record.state == "failed":
+                # Nobody will claim it, nobody sees it in `list`, and it never expires.
+                ctx.deliver(record.id, DestroyWorkspace(None, reason="a warm pool member that failed"))
+                reaped += 1
+                continue
             if entry.pooled or record.persistent or record.expires_at is None or record.expires_at > now:
                 continue
             if record.state not in ("ready", "failed"):

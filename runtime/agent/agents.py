@@ -61,7 +61,7 @@ class Agents:
         """The workspace's live agent, waiting for it to start if needed.
 
         Raises:
-            ProviderUnavailable: It could not be started (retryable unless the image lacks python3).
+            ProviderUnavailable: It could not be started (retryable: a later start may work).
         """
         deadline = time.monotonic() + timeout_s
         while True:

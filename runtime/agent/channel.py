@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.agent.program import BOOTSTRAP, NAME, FrameReader, encode_frame
-from runtime.errors import Timeout
+from runtime.errors import Conflict, Timeout
 from runtime.providers.base import ProcessSink
 
 __all__ = ["AGENT_ARGV", "AgentChannel", "AgentGone"]
@@ -117,11 +117,14 @@ class AgentChannel:
         Raises:
             AgentGone: The channel ended before or while the request was served.
             Timeout: No reply within ``timeout_s``.
+            Conflict: ``sink`` is given for a process key that is already running.
         """
         future: Future[Frame] = Future()
         with self._lock:
             if not self._alive:
                 raise AgentGone(f"the agent of {self.name} is not running", sent=False)
+            if sink is not None and str(header["key"]) in self._sinks:  # never take a live process's sink
+                raise Conflict(f"process {header['key']} is already running in the agent of {self.name}")
             request_id = next(self._ids)
             self._waiters[request_id] = future
             if sink is not None:
@@ -139,11 +142,18 @@ class AgentChannel:
             with self._lock:
                 self._waiters.pop(request_id, None)
                 self._acked.discard(request_id)
+            self._forget_sink(header, sink)  # the caller was told it failed: nobody follows it
             raise Timeout(f"the agent of {self.name} did not answer within {timeout_s:g} s") from None
-        if sink is not None and not frame[0].get("ok"):
-            with self._lock:
-                self._sinks.pop(str(header["key"]), None)
+        if not frame[0].get("ok"):
+            self._forget_sink(header, sink)
         return frame
+
+    def _forget_sink(self, header: dict[str, Any], sink: ProcessSink | None) -> None:
+        if sink is None:
+            return
+        with self._lock:
+            if self._sinks.get(str(header["key"])) is sink:
+                del self._sinks[str(header["key"])]
 
     def close(self) -> None:
         """End the channel (the agent exits when its stdin closes); waiting calls fail."""

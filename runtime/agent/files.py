@@ -64,8 +64,9 @@ exec cat -- "$p"
 
 def workspace_path(path: str) -> str:
     """The absolute path for ``path`` under ``/workspace``, or ``BadRequest``."""
-    if not path or "\x00" in path:
-        raise BadRequest("path is empty or contains a NUL byte")
+    if not path or "\x00" in path or "\n" in path:
+        # (a line break would not survive the fallback's shell: `$(realpath ...)` strips it)
+        raise BadRequest("path is empty or contains a NUL byte or a line break")
     if ".." in path.split("/"):
         raise BadRequest(f"path {path!r} contains '..': paths must stay under {WORKSPACE_ROOT}")
     full = posixpath.normpath(path if path.startswith("/") else f"{WORKSPACE_ROOT}/{path}")

@@ -40,8 +40,10 @@ class Admission:
             CapacityExceeded: Every slot is taken.
         """
         with self._lock:
-            if workspace_id in self._active:
-                return
+            self._reserve(workspace_id)
+
+    def _reserve(self, workspace_id: str) -> None:
+        if workspace_id not in self._active:
             if len(self._active) >= self._limit:
                 raise CapacityExceeded(
                     f"{len(self._active)} workspaces are active, the limit (WORKSPACE_MAX_CONCURRENT) is "
@@ -50,8 +52,15 @@ class Admission:
             self._active.add(workspace_id)
 
     def swap(self, old: str, new: str) -> None:
-        """Hand ``old``'s slot to ``new`` (evicting a pool member for a create)."""
+        """Hand ``old``'s slot to ``new`` (evicting a pool member for a create).
+
+        Raises:
+            CapacityExceeded: ``old`` held no slot (it ended meanwhile) and every slot is taken.
+        """
         with self._lock:
+            if old not in self._active:
+                self._reserve(new)
+                return
             self._active.discard(old)
             self._active.add(new)
 

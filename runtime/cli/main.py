@@ -151,9 +151,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``workspaces`` command; return its exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Everything after the first `--` is the command for `exec`, verbatim.
+    # For `exec`, everything after the first `--` is the command, verbatim; for the other
+    # commands `--` keeps its usual meaning (the end of the options).
     command: list[str] = []
-    if "--" in argv:
+    if "--" in argv and "exec" in argv[: argv.index("--")]:
         split = argv.index("--")
         argv, command = argv[:split], argv[split + 1 :]
     args = _parser().parse_args(argv)

@@ -47,11 +47,11 @@ def _meta(
     check: Callable[[Any], bool] | None = None,
     **bounds: Any,
 ) -> msgspec.Meta:
-    """A rule's ``Meta``: msgspec's ``bounds``, and ``regex`` (searched) or ``check`` (a predicate)."""
+    """A rule's ``Meta``: msgspec's ``bounds``, and ``regex`` (the whole value must match) or ``check``."""
     extra: dict[str, Any] = {"refusal": refusal}
     if regex is not None:
-        search = re.compile(regex).search
-        extra["check"] = lambda value: search(value) is not None
+        fullmatch = re.compile(regex).fullmatch  # unlike `$`, no newline may slip in after the match
+        extra["check"] = lambda value: fullmatch(value) is not None
     elif check is not None:
         extra["check"] = check
     return msgspec.Meta(description=description, extra=extra, **bounds)
@@ -64,27 +64,27 @@ Cpu = Annotated[
 ]
 FileMode = Annotated[int, _meta("{name}={value!r} is not a file mode (0 to 0o7777)", "A file mode", ge=0, le=0o7777)]
 ImageName = Annotated[
-    str, _meta("{name}={value!r} is not a valid image name", "An image reference", regex=r"^\S{1,255}$")
+    str, _meta("{name}={value!r} is not a valid image name", "An image reference", regex=r"\S{1,255}")
 ]
 EnvName = Annotated[
     str,
     _meta(
         "env name {value!r} is not valid: expected letters, digits and _ (not first a digit)",
         "An environment variable name",
-        regex=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        regex=r"[A-Za-z_][A-Za-z0-9_]*",
     ),
 ]
-EnvValue = Annotated[str, _meta("env value of {key} contains a NUL byte", "An environment value", regex=r"^[^\x00]*$")]
+EnvValue = Annotated[str, _meta("env value of {key} contains a NUL byte", "An environment value", regex=r"[^\x00]*")]
 _LABEL = "label {key!r} is not valid: keys are 1-63 of [A-Za-z0-9._/-], values at most 256 characters"
 LabelKey = Annotated[
-    str, _meta(_LABEL.replace("{key!r}", "{value!r}"), "A label key", regex=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+    str, _meta(_LABEL.replace("{key!r}", "{value!r}"), "A label key", regex=r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
 ]
 LabelValue = Annotated[str, _meta(_LABEL, "A label value", max_length=256)]
 Cmd = (
     Annotated[
         list[str], _meta("cmd is empty", "argv: the program first", min_length=1, check=lambda argv: bool(argv[0]))
     ]
-    | Annotated[str, _meta("cmd is empty", "A shell command run by sh -c", regex=r"\S")]
+    | Annotated[str, _meta("cmd is empty", "A shell command run by sh -c", regex=r"(?s).*\S.*")]
 )
 """A command: argv (a non-empty list whose first item is not empty), or a string for ``sh -c``."""
 
@@ -123,8 +123,33 @@ def _is(value: Any, shape: type) -> bool:
     return isinstance(value, shape)
 
 
+def _fits(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` has the shape ``annotation`` describes, its rules aside."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _fits(value, annotation.__origin__)
+    if origin in (Union, types.UnionType):
+        return any(_fits(value, member) for member in typing.get_args(annotation))
+    if origin is dict:
+        key_type, value_type = typing.get_args(annotation)
+        return isinstance(value, dict) and all(
+            _fits(item_key, key_type) and _fits(item, value_type) for item_key, item in value.items()
+        )
+    if origin is list:
+        (item_type,) = typing.get_args(annotation)
+        return isinstance(value, list) and all(_fits(item, item_type) for item in value)
+    if annotation is type(None):
+        return value is None
+    return _is(value, annotation) if isinstance(annotation, type) else True
+
+
 def _broken(annotation: Any, value: Any, key: Any = None) -> tuple[str, Any, Any] | None:
-    """The refusal (with its value and key) of the innermost rule ``value`` breaks, if any."""
+    """The refusal (with its value and key) of the innermost rule ``value`` breaks, if any.
+
+    A value of the wrong shape breaks no rule here: msgspec's message about its type says more.
+    """
+    if not _fits(value, annotation):
+        return None
     origin = typing.get_origin(annotation)
     if origin is Annotated:
         inner = _broken(annotation.__origin__, value, key)
@@ -196,7 +221,7 @@ def signal_number(name: str | int) -> int:
     Raises:
         BadRequest: Not a signal name or number; the message says what is accepted.
     """
-    if isinstance(name, int) or name.isdigit():
+    if isinstance(name, int) or (name.isascii() and name.isdigit()):
         number = int(name)
         if 1 <= number < signals.NSIG:
             return number

@@ -46,7 +46,7 @@ def snapshot(statelog: StateLog, boards: Boards, settings: Settings) -> dict[str
         host = {
             "cpu_pct": None,  # a rate: known from the second reading on
             "mem_pct": psutil.virtual_memory().percent,
-            "disk_pct": disk_pct(data_root or str(settings.state_dir)) or 0.0,
+            "disk_pct": disk_pct(data_root or str(settings.state_dir)),
         }
         sampler = {"interval_s": settings.sample_interval_s, "sampled_at": None, "took_ms": None}
     return {

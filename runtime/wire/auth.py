@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+import tempfile
 from pathlib import Path
 
 from runtime.config import Settings
@@ -33,13 +34,20 @@ def load_or_create_token(settings: Settings) -> str:
         return settings.auth_token
     path = settings.token_file
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if path.exists():
         return _read(path)
     token = secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(token + "\n")
+    # Written whole beside it, then linked into place: a reader never sees a half-written
+    # file, and of two runtimes starting at once the first link wins and both use its token.
+    fd, draft = tempfile.mkstemp(prefix=".token-", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token + "\n")
+        os.link(draft, path)
+    except FileExistsError:
+        return _read(path)
+    finally:
+        os.unlink(draft)
     return token
 
 

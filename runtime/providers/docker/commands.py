@@ -18,7 +18,7 @@ import docker.errors
 
 from runtime.agent import AGENT_ARGV, AgentChannel, AgentGone
 from runtime.agent.program import EXCLUSIVE
-from runtime.errors import Conflict, ProviderUnavailable, WorkspaceError
+from runtime.errors import Conflict, NotFound, ProviderUnavailable, WorkspaceError
 from runtime.messages import Command, ExecResult
 from runtime.providers.docker.connection import API_TIMEOUT_S, DockerConnection
 from runtime.providers.docker.events import exit_detail
@@ -49,10 +49,10 @@ class DockerExec:
 
         The timeout is enforced inside the workspace by coreutils ``timeout -s KILL``: one
         SIGKILL to the command's whole process group, which the kernel delivers atomically
-        with respect to forks in the group, so nothing it started survives (a SIGTERM
-        first would let ``timeout`` exit as soon as the command died, leaving its
-        children). The runtime stops waiting at the deadline plus some slack whatever
-        the image does.
+        with respect to forks in the group, so nothing it started in its group survives (a
+        SIGTERM first would let ``timeout`` exit as soon as the command died, leaving its
+        children; a child that makes a session of its own leaves the group, and lives on).
+        The runtime stops waiting at the deadline plus some slack whatever the image does.
         """
         argv, timeout_s = command.argv, command.timeout_s
         if timeout_s is not None:
@@ -64,7 +64,11 @@ class DockerExec:
                 handle, argv, stdout=True, stderr=True, stdin=command.stdin is not None, workdir=command.cwd,
                 environment=command.env or None,
             )["Id"]  # fmt: skip
-            stream = self._attach(api, exec_id)
+            try:
+                stream = self._attach(api, exec_id)
+            except NotFound:  # Docker forgets the execs of a container that stopped meanwhile
+                self._raise_if_stopped(handle)
+                raise
             self._track(handle, stream.sock, add=True)
             try:
                 deadline = None if timeout_s is None else started + timeout_s + _DEADLINE_SLACK_S

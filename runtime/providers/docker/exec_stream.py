@@ -116,7 +116,7 @@ def open_unix_exec(socket_path: str, api_version: str, exec_id: str, *, timeout:
                 raise ProviderUnavailable("Docker closed the exec connection before answering")
             buffer += chunk
         head, rest = buffer.split(b"\r\n\r\n", 1)
-        status = int(head.split(b" ", 2)[1])
+        status = _status(head)
         if status not in (101, 200):
             raise _http_error(status, head, rest, sock)
         return ExecStream(sock, rest)
@@ -128,11 +128,19 @@ def open_unix_exec(socket_path: str, api_version: str, exec_id: str, *, timeout:
         raise
 
 
+def _status(head: bytes) -> int:
+    """The status code of an HTTP response head (``ProviderUnavailable`` if it is not one)."""
+    parts = head.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        raise ProviderUnavailable(f"Docker answered the exec with something that is not HTTP: {head[:80]!r}")
+    return int(parts[1])
+
+
 def _http_error(status: int, head: bytes, rest: bytes, sock: socket.socket) -> Exception:
     length = 0
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
+        if name.strip().lower() == b"content-length" and value.strip().isdigit():
             length = int(value.strip())
     while len(rest) < length:
         chunk = sock.recv(65536)
@@ -140,9 +148,10 @@ def _http_error(status: int, head: bytes, rest: bytes, sock: socket.socket) -> E
             break
         rest += chunk
     try:
-        message = str(json.loads(rest[:length] or b"{}").get("message", ""))
+        body = json.loads(rest[:length] or b"{}")
     except ValueError:
-        message = rest[:length].decode(errors="replace")
+        body = rest[:length].decode(errors="replace")
+    message = str(body.get("message", "")) if isinstance(body, dict) else str(body)
     if status == 404:
         return NotFound(f"exec target not found: {message}")
     if status == 409:
