@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from runtime.errors import Timeout
 from runtime.wire import Subscriber
 
 
@@ -27,18 +26,24 @@ def wait_for_event(
             return event
 
 
-def events_until_quiet(
-    events: Subscriber, match: Callable[[dict[str, Any]], bool], quiet_s: float
+def events_until(
+    events: Subscriber,
+    stop: Callable[[dict[str, Any]], bool],
+    keep: Callable[[dict[str, Any]], bool],
+    timeout_s: float = 60.0,
 ) -> list[dict[str, Any]]:
-    """Every event satisfying ``match`` until none at all arrives for ``quiet_s`` seconds."""
+    """Every event satisfying ``keep`` that arrives before the first one satisfying ``stop``.
+
+    The runtime publishes state changes and alerts in one ``seq`` order, so an event that
+    is known to come (``stop``) bounds the ones before it: no quiet window is needed to
+    say that nothing else came.
+    """
     seen = []
     while True:
-        try:
-            _, event = events.recv(quiet_s)
-        except Timeout:
+        event = wait_for_event(events, lambda event: stop(event) or keep(event), timeout_s)
+        if stop(event):
             return seen
-        if match(event):
-            seen.append(event)
+        seen.append(event)
 
 
 def workspace_event(workspace_id: str, **fields: Any) -> Callable[[dict[str, Any]], bool]:

@@ -93,6 +93,7 @@ def test_sizes_refuse_anything_else(text: str) -> None:
     ("name", "value", "accepts"),
     [
         ("WORKSPACE_DEFAULT_MEMORY", "lots", "a size such as 4G"),
+        ("WORKSPACE_DEFAULT_MEMORY", "1M", "a size such as 4G"),  # below the 6M Docker needs
         ("WORKSPACE_DEFAULT_PROVIDER", "kvm", "one of gvisor, firecracker, e2b"),
         ("WORKSPACE_MAX_CONCURRENT", "0", "an integer >= 1"),
         ("WORKSPACE_MAX_CONCURRENT", "2.5", "an integer >= 1"),

@@ -174,3 +174,42 @@ def test_a_subscriber_is_live_as_soon_as_it_is_constructed(
             client.request("exec", {"workspace_id": "w", "cmd": "true"})
             topic, event = events.recv(5)  # the welcome itself is never returned
             assert (topic, event["type"]) == ("workspace", "workspace.state")
+
+
+def test_every_reply_is_observed_with_its_op_and_whether_it_succeeded() -> None:
+    # A successful reply given at once (ping) was once counted as an error: the outcome
+    # was confused with the dispatcher's result.
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    outbox = "inproc://test-observed-outbox"
+    observed: list[tuple[str, bool]] = []
+    answered = threading.Event()
+
+    def observe(op: str, seconds: float, ok: bool) -> None:
+        assert seconds >= 0
+        observed.append((op, ok))
+        if len(observed) == 4:
+            answered.set()
+
+    gw = Gateway(
+        context,
+        token=TOKEN,
+        request_endpoints=["tcp://127.0.0.1:*"],
+        event_endpoints=["tcp://127.0.0.1:*"],
+        outbox_endpoint=outbox,
+        dispatch=Handler(context, outbox),
+        observe=observe,
+    )
+    gw.start()
+    try:
+        with Client(gw.bound_endpoints[0], TOKEN, timeout_s=5) as client:
+            client.ping()  # answered at once
+            with pytest.raises(Conflict):
+                client.get("w")  # refused at once
+            client.request("exec", {"workspace_id": "w", "cmd": "true"})  # answered later by an "actor"
+            with pytest.raises(InternalError):
+                client.call("stats")  # a bug in the dispatcher
+        assert answered.wait(5)
+    finally:
+        gw.stop()
+        context.destroy(linger=0)
+    assert observed == [("ping", True), ("get", False), ("exec", True), ("stats", False)]
