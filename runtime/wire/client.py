@@ -15,7 +15,7 @@ import itertools
 import secrets
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import msgspec
 import zmq
@@ -47,13 +47,37 @@ from runtime.messages import (
     encode,
 )
 
-__all__ = ["Client"]
+__all__ = ["Client", "RunKwargs"]
 
 _EXEC_WAIT_WITHOUT_TIMEOUT_S = 600.0
 _EXEC_WAIT_MARGIN_S = 30.0
 _RETRY_PAUSE_S = 0.2
 _RETRY_PAUSE_MAX_S = 2.0
 _MALFORMED = ErrorBody("internal", "malformed error reply", False)
+
+
+class RunKwargs(TypedDict, total=False):
+    """How a command runs, as ``Client.exec`` and ``Client.spawn`` take it.
+
+    Attributes:
+        cwd: Working directory (default ``/workspace``).
+        env: Extra environment variables.
+        stdin: Bytes fed to the command's standard input.
+        timeout_s: Kill the command's process group after this long.
+    """
+
+    cwd: str | None
+    env: Mapping[str, str] | None
+    stdin: bytes | None
+    timeout_s: float | None
+
+
+def _exec_args(workspace_id: str, cmd: list[str] | str, options: RunKwargs, **extra: Any) -> ExecArgs:
+    env = options.get("env")
+    return ExecArgs(
+        workspace_id=workspace_id, cmd=cmd, cwd=options.get("cwd"), env=dict(env or {}), stdin=options.get("stdin"),
+        timeout_s=options.get("timeout_s"), **extra,
+    )  # fmt: skip
 
 
 class Client:
@@ -218,53 +242,39 @@ class Client:
         workspace_id: str,
         cmd: builtins.list[str] | str,
         *,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        stdin: bytes | None = None,
-        timeout_s: float | None = None,
         wait_s: float | None = None,
+        **options: Unpack[RunKwargs],
     ) -> ExecResult:
         """Run a command and wait for it.
 
         Args:
             workspace_id: The workspace.
             cmd: argv, or a string run by ``sh -c``.
-            cwd: Working directory (default ``/workspace``).
-            env: Extra environment variables.
-            stdin: Bytes fed to the command's standard input.
-            timeout_s: Kill the command's process group after this long.
             wait_s: How long this client waits for the reply (default: ``timeout_s`` plus
                 30 s, or 600 s without a timeout).
+            **options: ``cwd``, ``env``, ``stdin``, ``timeout_s`` (see ``RunKwargs``).
         """
-        args = ExecArgs(
-            workspace_id=workspace_id, cmd=cmd, cwd=cwd, env=dict(env or {}), stdin=stdin, timeout_s=timeout_s
-        )
+        timeout_s = options.get("timeout_s")
         if wait_s is None:
             wait_s = _EXEC_WAIT_WITHOUT_TIMEOUT_S if timeout_s is None else timeout_s + _EXEC_WAIT_MARGIN_S
-        return decode_as(self.request("exec", args, timeout_s=wait_s), ExecResult)
+        return decode_as(self.request("exec", _exec_args(workspace_id, cmd, options), timeout_s=wait_s), ExecResult)
 
     def spawn(
         self,
         workspace_id: str,
         cmd: builtins.list[str] | str,
         *,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        stdin: bytes | None = None,
         stdin_open: bool = False,
-        timeout_s: float | None = None,
+        **options: Unpack[RunKwargs],
     ) -> ProcessInfo:
         """Start a command in the background (``exec`` with ``stream``); return at once.
 
         Its output and exit arrive as events on ``ProcessInfo.topic`` (see
         ``runtime.wire.follow``). ``stdin_open`` keeps its stdin open for ``exec_stdin``;
         otherwise ``stdin`` (if any) is all it reads. It runs until it exits, is killed,
-        times out, or the workspace ends.
+        times out, or the workspace ends. ``options`` as for ``exec``.
         """
-        args = ExecArgs(
-            workspace_id=workspace_id, cmd=cmd, cwd=cwd, env=dict(env or {}), stdin=stdin, timeout_s=timeout_s,
-            stream=True, stdin_open=stdin_open,
-        )  # fmt: skip
+        args = _exec_args(workspace_id, cmd, options, stream=True, stdin_open=stdin_open)
         return decode_as(self.request("exec", args), ProcessInfo)
 
     def exec_stdin(self, workspace_id: str, process_id: str, data: bytes = b"", *, close: bool = False) -> None:
