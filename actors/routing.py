@@ -150,8 +150,10 @@ def _create(ctx: ActorContext, reply_to: ReplyTo, args: CreateArgs) -> Any:
     return DEFERRED
 
 
+_PONG: Final = {"version": __version__}
+
 ROUTES: Final[dict[str, Handler]] = {
-    "ping": lambda _ctx, _reply_to, _args: {"version": __version__},
+    "ping": lambda _ctx, _reply_to, _args: _PONG,
     "providers": _providers,
     "create": _create,
     "get": _get,
@@ -196,13 +198,14 @@ class Router:
         return self._ctx is not None
 
     def __call__(self, identity: bytes, request: Request, args: ArgsStruct) -> Any:
+        if request.op == "ping":  # answered in every state, and as fast as can be
+            return _PONG
         ctx = self._ctx
-        if request.op != "ping":
-            if not self._settings.enabled:
-                raise Disabled("agent workspaces are disabled: set ENABLE_AGENT_WORKSPACES=true and restart")
-            if ctx is None:
-                raise ProviderUnavailable("the runtime is starting; retry in a moment")
+        if not self._settings.enabled:
+            raise Disabled("agent workspaces are disabled: set ENABLE_AGENT_WORKSPACES=true and restart")
+        if ctx is None:
+            raise ProviderUnavailable("the runtime is starting; retry in a moment")
         handler = ROUTES.get(request.op)
         if handler is None:
             raise BadRequest(f"op {request.op!r} is not supported by this runtime version ({__version__})")
-        return handler(ctx, ReplyTo(identity, request.id), args)  # type: ignore[arg-type]  # ping needs none
+        return handler(ctx, ReplyTo(identity, request.id), args)

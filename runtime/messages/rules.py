@@ -200,13 +200,16 @@ def broken_rule(struct: type[msgspec.Struct], values: Any) -> str | None:
     ``None`` when every rule holds (or ``values`` is not a map: its shape is wrong, which
     msgspec's own message says best).
     """
+    ruled = _ruled_fields(struct)
+    if not ruled:
+        return None
     if isinstance(values, struct):
-        present = {wire: getattr(values, name) for name, wire, _ in _ruled_fields(struct)}
+        present = {wire: getattr(values, name) for name, wire, _ in ruled}
     elif isinstance(values, dict):
         present = values
     else:
         return None
-    for _, wire, annotation in _ruled_fields(struct):
+    for _, wire, annotation in ruled:
         if wire in present:
             found = _broken(annotation, present[wire])
             if found is not None:
