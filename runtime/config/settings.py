@@ -163,6 +163,13 @@ VARIABLES: tuple[Variable, ...] = (
         values.address,
         "empty (no metrics endpoint) or host:port such as 127.0.0.1:9464",
     ),
+    Variable(
+        "GITHUB_API_URL",
+        "github_api_url",
+        "https://api.github.com",
+        values.http_url,
+        "an http(s) URL such as https://api.github.com or https://github.example.com/api/v3",
+    ),
 )
 
 _BY_NAME = {var.name: var for var in VARIABLES}
@@ -198,6 +205,7 @@ class Settings:
     fallback_providers: tuple[str, ...] = ()
     sample_interval_s: float = 5.0
     metrics_addr: str = ""
+    github_api_url: str = "https://api.github.com"
     config_file: Path | None = None
 
     @property

@@ -24,6 +24,7 @@ __all__ = [
     "aes_key",
     "boolean",
     "choice",
+    "http_url",
     "memory",
     "number",
     "parse_size",
@@ -147,6 +148,15 @@ def address(value: object) -> str:
         return ""
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(value)
+    return text
+
+
+def http_url(value: object) -> str:
+    """An ``http://`` or ``https://`` URL with a host, without a trailing slash."""
+    text = str(value).strip().rstrip("/")
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme not in ("http", "https") or not rest or rest.startswith("/") or any(c.isspace() for c in text):
         raise ValueError(value)
     return text
 

@@ -7,23 +7,45 @@ encoded, so a client's request carries only what it sets.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Annotated, Final
 
 import msgspec
+from msgspec import Meta
 
 from runtime.messages.backend import RunOptions
 from runtime.messages.records import State
-from runtime.messages.rules import Cmd, Cpu, EnvName, EnvValue, FileMode, ImageName, LabelKey, LabelValue, Seconds
+from runtime.messages.rules import (
+    AppName,
+    Cmd,
+    Cpu,
+    Depth,
+    EnvName,
+    EnvValue,
+    FileMode,
+    GithubId,
+    GitRef,
+    ImageName,
+    LabelKey,
+    LabelValue,
+    PrivateKey,
+    RepoRef,
+    Seconds,
+)
 
 __all__ = [
     "OPS",
     "ArgsStruct",
+    "AuditArgs",
     "CreateArgs",
     "ExecArgs",
     "ExecKillArgs",
     "ExecOutputArgs",
     "ExecStdinArgs",
     "ExtendArgs",
+    "GitCloneArgs",
+    "GithubAppArgs",
+    "GithubAppSetArgs",
+    "GithubKeyArgs",
     "ListArgs",
     "NoArgs",
     "ReadFileArgs",
@@ -135,6 +157,61 @@ class ExtendArgs(ArgsStruct, kw_only=True, frozen=True):
     ttl_seconds: Seconds
 
 
+class GithubAppSetArgs(ArgsStruct, kw_only=True, frozen=True):
+    """Arguments of ``github_app_set``: register (or replace) a GitHub App's credentials.
+
+    The private key is stored only encrypted (AES-256-GCM under
+    ``GITHUB_APP_ENCRYPTION_KEY``) and is never part of any reply, event or log line.
+    """
+
+    name: AppName
+    app_id: GithubId
+    installation_id: GithubId
+    private_key: PrivateKey
+
+    def __repr__(self) -> str:  # never show the key, even in a traceback
+        return f"GithubAppSetArgs(name={self.name!r}, app_id={self.app_id}, installation_id={self.installation_id})"
+
+
+class GithubAppArgs(ArgsStruct, frozen=True):
+    """Arguments of ``github_app_delete``."""
+
+    name: AppName
+
+
+class GithubKeyArgs(ArgsStruct, frozen=True):
+    """Arguments of ``github_key_rotate``: the new ``GITHUB_APP_ENCRYPTION_KEY`` (hex or base64)."""
+
+    key: str
+
+    def __repr__(self) -> str:
+        return "GithubKeyArgs(key=<hidden>)"
+
+
+class GitCloneArgs(ArgsStruct, kw_only=True, frozen=True):
+    """Arguments of ``git_clone``.
+
+    ``repo`` is ``owner/name`` (on the GitHub of ``GITHUB_API_URL``) or an http(s) URL;
+    ``app`` names the GitHub App whose installation token the clone uses (none: a public
+    repository); ``ref`` a branch, tag or commit; ``path`` where under ``/workspace``
+    (default: the repository's name); ``depth`` a shallow clone.
+    """
+
+    workspace_id: str
+    repo: RepoRef
+    app: AppName | None = None
+    ref: GitRef | None = None
+    path: str | None = None
+    depth: Depth | None = None
+
+
+class AuditArgs(ArgsStruct, kw_only=True, frozen=True):
+    """Arguments of ``github_audit``: the uses of credentials recorded after ``after`` (a ``seq``)."""
+
+    after: int = 0
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 100
+
+
 OPS: Final[dict[str, type[ArgsStruct]]] = {
     "ping": NoArgs,
     "providers": NoArgs,
@@ -152,5 +229,11 @@ OPS: Final[dict[str, type[ArgsStruct]]] = {
     "extend": ExtendArgs,
     "stats": NoArgs,
     "snapshot": NoArgs,
+    "github_app_set": GithubAppSetArgs,
+    "github_app_list": NoArgs,
+    "github_app_delete": GithubAppArgs,
+    "github_key_rotate": GithubKeyArgs,
+    "github_audit": AuditArgs,
+    "git_clone": GitCloneArgs,
 }
 """Every op of wire protocol v1 and the struct its ``args`` decode to."""

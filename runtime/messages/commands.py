@@ -16,6 +16,10 @@ from runtime.messages.args import (
     ExecKillArgs,
     ExecStdinArgs,
     ExtendArgs,
+    GitCloneArgs,
+    GithubAppArgs,
+    GithubAppSetArgs,
+    GithubKeyArgs,
     ReadFileArgs,
     WriteFileArgs,
 )
@@ -28,6 +32,8 @@ __all__ = [
     "CreateWorkspace",
     "DestroyWorkspace",
     "Extend",
+    "GitClone",
+    "ManageGithub",
     "ProcessCall",
     "ReadFile",
     "Refill",
@@ -116,6 +122,20 @@ class ReadFile(msgspec.Struct, frozen=True, tag="cmd.read_file"):
 
     reply_to: ReplyTo
     args: ReadFileArgs
+
+
+class GitClone(msgspec.Struct, frozen=True, tag="cmd.git_clone"):
+    """-> WorkspaceActor: clone a repository into the workspace."""
+
+    reply_to: ReplyTo
+    args: GitCloneArgs
+
+
+class ManageGithub(msgspec.Struct, frozen=True, tag="cmd.github"):
+    """-> CredentialsActor: register, delete or re-encrypt GitHub App credentials."""
+
+    reply_to: ReplyTo
+    args: GithubAppSetArgs | GithubAppArgs | GithubKeyArgs
 
 
 class Extend(msgspec.Struct, frozen=True, tag="cmd.extend"):

@@ -19,6 +19,8 @@ __all__ = [
     "AlertRaised",
     "AnyEvent",
     "Event",
+    "GithubAppChanged",
+    "GithubCredentialUsed",
     "ProviderHealthChanged",
     "WorkspaceStateChanged",
 ]
@@ -87,5 +89,39 @@ class ProviderHealthChanged(Event, frozen=True, tag="provider.health"):
     runtime: str
 
 
-AnyEvent = WorkspaceStateChanged | AlertRaised | AlertCleared | ActorCrashed | ProviderHealthChanged
+class GithubAppChanged(Event, frozen=True, tag="github.app"):
+    """A GitHub App was registered, replaced or deleted, or every key was re-encrypted.
+
+    ``action`` is ``set``, ``deleted`` or ``rotated`` (``app`` empty: all of them).
+    """
+
+    topic: ClassVar[str] = "github"
+    action: str
+    app: str = ""
+
+
+class GithubCredentialUsed(Event, frozen=True, tag="github.used"):
+    """An audit record: a credential was used (or refused) for a workspace and a repository.
+
+    ``app`` is empty for a public repository cloned without one; ``outcome`` is ``ok`` or
+    the wire error code; ``error`` says why (with every secret taken out).
+    """
+
+    topic: ClassVar[str] = "github"
+    app: str
+    workspace_id: str
+    repo: str
+    outcome: str
+    error: str | None = None
+
+
+AnyEvent = (
+    WorkspaceStateChanged
+    | AlertRaised
+    | AlertCleared
+    | ActorCrashed
+    | ProviderHealthChanged
+    | GithubAppChanged
+    | GithubCredentialUsed
+)
 """Every event the state log records."""

@@ -8,11 +8,14 @@ import msgspec
 
 __all__ = [
     "ACTIVE_STATES",
+    "CloneResult",
     "ExecResult",
     "FileData",
+    "GithubApp",
     "ProviderStatus",
     "Snapshot",
     "State",
+    "StoredGithubApp",
     "StoredWorkspace",
     "WorkspaceRecord",
     "WorkspaceSpec",
@@ -122,3 +125,34 @@ class ProviderStatus(msgspec.Struct, frozen=True, kw_only=True):
     runtime: str
     workspaces: int = 0
     data_root: str = ""
+
+
+class GithubApp(msgspec.Struct, frozen=True, kw_only=True):
+    """A registered GitHub App as ops report it (never with its key)."""
+
+    name: str
+    app_id: int
+    installation_id: int
+    created_at: float
+
+
+class StoredGithubApp(msgspec.Struct, frozen=True, kw_only=True, tag="github_app.v1"):
+    """A GitHub App in the state log: its private key sealed with AES-256-GCM.
+
+    Attributes:
+        app: What ops report.
+        nonce: The 12 random bytes this record was sealed with.
+        sealed: The private key, encrypted and authenticated, with the app's name as
+            associated data (a record moved under another name does not open).
+    """
+
+    app: GithubApp
+    nonce: bytes
+    sealed: bytes
+
+
+class CloneResult(msgspec.Struct, frozen=True):
+    """The result of ``git_clone``: where the repository is and the commit checked out."""
+
+    path: str
+    commit: str

@@ -25,14 +25,20 @@ import msgspec
 from runtime.errors import BadRequest
 
 __all__ = [
+    "AppName",
     "Cmd",
     "Cpu",
+    "Depth",
     "EnvName",
     "EnvValue",
     "FileMode",
+    "GitRef",
+    "GithubId",
     "ImageName",
     "LabelKey",
     "LabelValue",
+    "PrivateKey",
+    "RepoRef",
     "Seconds",
     "broken_rule",
     "signal_number",
@@ -87,6 +93,44 @@ Cmd = (
     | Annotated[str, _meta("cmd is empty", "A shell command run by sh -c", regex=r"(?s).*\S.*")]
 )
 """A command: argv (a non-empty list whose first item is not empty), or a string for ``sh -c``."""
+AppName = Annotated[
+    str,
+    _meta(
+        "{name}={value!r} is not a valid name: 1-64 of [A-Za-z0-9._-], first a letter or digit",
+        "A GitHub App's name in this runtime",
+        regex=r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}",
+    ),
+]
+GithubId = Annotated[int, _meta("{name}={value!r} must be a positive integer", "A GitHub id", ge=1)]
+PrivateKey = Annotated[
+    str,
+    _meta(
+        "private_key is not a PEM private key (-----BEGIN ... PRIVATE KEY-----)",
+        "The App's private key, PEM",
+        regex=r"\s*-----BEGIN (RSA )?PRIVATE KEY-----[A-Za-z0-9+/=\s]+-----END (RSA )?PRIVATE KEY-----\s*",
+        max_length=16384,
+    ),
+]
+RepoRef = Annotated[
+    str,
+    _meta(
+        "{name}={value!r} is not a repository: expected owner/name or an http(s) URL",
+        "owner/name, or an http(s) URL of a git repository",
+        regex=r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+|https?://[^\s@/]+(:\d+)?/\S+",
+        max_length=2048,
+    ),
+]
+GitRef = Annotated[
+    str,
+    _meta(
+        "{name}={value!r} is not a git ref: no spaces, control characters, '..' or leading '-'",
+        "A branch, tag or commit",
+        check=lambda ref: (
+            bool(re.fullmatch(r"[^\s\x00-\x1f~^:?*\[\\-][^\s\x00-\x1f~^:?*\[\\]{0,254}", ref)) and ".." not in ref
+        ),
+    ),
+]
+Depth = Annotated[int, _meta("{name}={value!r} must be at least 1", "How many commits to fetch", ge=1)]
 
 _BOUNDS: dict[str, Callable[[Any, Any], bool]] = {
     "gt": lambda value, bound: value > bound,

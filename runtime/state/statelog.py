@@ -1,11 +1,13 @@
 """The LMDB state log: what the runtime promised, durable before it is acknowledged.
 
-One LMDB environment with four databases:
+One LMDB environment with six databases:
 
 - ``events``: append-only, key = big-endian u64 ``seq``, value = the encoded event.
 - ``workspaces``: the current ``StoredWorkspace`` per workspace id.
 - ``meta``: ``last_seq`` and the runtime's ``instance`` id.
 - ``requests``: request key -> workspace id, for the ``create`` that made each workspace.
+- ``secrets``: sealed values by key (GitHub App credentials, encrypted before they come here).
+- ``audit``: the events of the audit trail (uses of credentials), by ``seq``.
 
 LMDB allows one writer per environment, so one thread owns all writes: callers
 ``submit`` changes and get a future; the writer drains whatever is queued into a single
@@ -52,10 +54,19 @@ _MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as data is w
 
 @dataclass
 class Change:
-    """One atomic change: an optional new workspace entry and the event announcing it."""
+    """One atomic change: the event announcing it, and what it writes.
+
+    Attributes:
+        event: Published once committed.
+        entry: A workspace's new entry.
+        secrets: Sealed values by key (``None`` deletes), e.g. GitHub App credentials.
+        audit: Also index the event in the audit trail (``StateLog.audited``).
+    """
 
     event: Event
     entry: StoredWorkspace | None = None
+    secrets: dict[str, bytes | None] = field(default_factory=dict)
+    audit: bool = False
     future: Future[Event] = field(default_factory=Future)
 
 
@@ -74,13 +85,15 @@ class StateLog:
     def __init__(self, path: Path, on_commit: Callable[[Event], None] | None = None) -> None:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
-            self._env = lmdb.open(str(path), map_size=_MAP_SIZE, max_dbs=4, sync=True, metasync=True)
+            self._env = lmdb.open(str(path), map_size=_MAP_SIZE, max_dbs=8, sync=True, metasync=True)
         except lmdb.Error as exc:
             raise InternalError(f"cannot open the state log at {path}: {exc}") from exc
         self._events = self._env.open_db(b"events")
         self._workspaces = self._env.open_db(b"workspaces")
         self._meta = self._env.open_db(b"meta")
         self._requests = self._env.open_db(b"requests")
+        self._secrets = self._env.open_db(b"secrets")
+        self._audit = self._env.open_db(b"audit")
         with self._env.begin(write=True) as txn:
             raw = txn.get(b"last_seq", db=self._meta)
             self._last_seq = _SEQ.unpack(raw)[0] if raw else 0
@@ -97,15 +110,25 @@ class StateLog:
 
     # ------------------------------------------------------------------ writes
 
-    def submit(self, event: Event, entry: StoredWorkspace | None = None) -> Future[Event]:
+    def submit(
+        self,
+        event: Event,
+        entry: StoredWorkspace | None = None,
+        *,
+        secrets: dict[str, bytes | None] | None = None,
+        audit: bool = False,
+    ) -> Future[Event]:
         """Queue one change; the future resolves to the event with ``seq`` and ``ts`` set.
+
+        ``secrets`` are written (``None``: deleted) in the same transaction as the event;
+        ``audit`` also indexes the event in the audit trail.
 
         Raises:
             InternalError: The log is closed.
         """
         if self._closed:
             raise InternalError("the state log is closed")
-        change = Change(event, entry)
+        change = Change(event, entry, dict(secrets or {}), audit)
         self._queue.put(change)
         return change.future
 
@@ -123,7 +146,18 @@ class StateLog:
         Raises:
             InternalError: The write failed or did not finish within ``timeout`` seconds.
         """
-        future = self.submit_workspace(entry, reason)
+        return self._durable(self.submit_workspace(entry, reason), timeout)
+
+    def put_secrets(self, event: Event, secrets: dict[str, bytes | None], timeout: float = 30.0) -> Event:
+        """Write (``None``: delete) sealed values with the event announcing it, and wait until durable.
+
+        Raises:
+            InternalError: The write failed or did not finish within ``timeout`` seconds.
+        """
+        return self._durable(self.submit(event, secrets=secrets), timeout)
+
+    @staticmethod
+    def _durable(future: Future[Event], timeout: float) -> Event:
         try:
             return future.result(timeout)
         except TimeoutError:
@@ -159,7 +193,15 @@ class StateLog:
                 for change in batch:
                     seq += 1
                     event = msgspec.structs.replace(change.event, seq=seq, ts=now)
-                    txn.put(_SEQ.pack(seq), encode(event), db=self._events, append=True)
+                    encoded = encode(event)
+                    txn.put(_SEQ.pack(seq), encoded, db=self._events, append=True)
+                    if change.audit:
+                        txn.put(_SEQ.pack(seq), encoded, db=self._audit, append=True)
+                    for key, sealed in change.secrets.items():
+                        if sealed is None:
+                            txn.delete(key.encode(), db=self._secrets)
+                        else:
+                            txn.put(key.encode(), sealed, db=self._secrets)
                     if change.entry is not None:
                         workspace_id = change.entry.record.id.encode()
                         txn.put(workspace_id, encode(change.entry), db=self._workspaces)
@@ -217,6 +259,39 @@ class StateLog:
             seq = _SEQ.unpack(raw)[0] if raw else 0
             cursor = txn.cursor(db=self._workspaces)
             return seq, [decode_stored(value) for value in cursor.iternext(keys=False, values=True)]
+
+    def secret(self, key: str) -> bytes | None:
+        """A sealed value, or ``None``."""
+        with self._env.begin(db=self._secrets) as txn:
+            value = txn.get(key.encode())
+            return None if value is None else bytes(value)
+
+    def secrets(self, prefix: str) -> dict[str, bytes]:
+        """Every sealed value whose key starts with ``prefix``, read together, by key."""
+        found: dict[str, bytes] = {}
+        with self._env.begin(db=self._secrets) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_range(prefix.encode()):
+                return found
+            for key, value in cursor.iternext():
+                name = bytes(key).decode()
+                if not name.startswith(prefix):
+                    break
+                found[name] = bytes(value)
+        return found
+
+    def audited(self, after: int = 0, limit: int = 100) -> list[AnyEvent]:
+        """Up to ``limit`` events of the audit trail with ``seq > after``, oldest first."""
+        found: list[AnyEvent] = []
+        with self._env.begin(db=self._audit, buffers=True) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_range(_SEQ.pack(after + 1)):
+                return found
+            for value in cursor.iternext(keys=False, values=True):
+                found.append(decode_event(value))
+                if len(found) >= limit:
+                    break
+        return found
 
     def events(self, after: int = 0) -> Iterator[AnyEvent]:
         """Committed events with ``seq > after``, oldest first."""
