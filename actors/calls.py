@@ -11,12 +11,14 @@ from collections.abc import Callable
 
 from runtime.agent import files
 from runtime.errors import Conflict
+from runtime.github import GitHub
 from runtime.messages import (
     Command,
     ExecArgs,
     ExecKillArgs,
     ExecStdinArgs,
     FileData,
+    GitClone,
     ProcessCall,
     ReadFile,
     RunExec,
@@ -39,6 +41,7 @@ DESCRIPTIONS = {
     "read_file": "file read",
     "exec_stdin": "write to the process's stdin",
     "exec_kill": "signal",
+    "git_clone": "clone",
 }
 """How each kind of call is named in errors ("... while the command ran")."""
 
@@ -53,10 +56,11 @@ def command(args: ExecArgs, entry: StoredWorkspace) -> Command:
 
 
 def prepare(
-    message: RunExec | WriteFile | ReadFile | ProcessCall,
+    message: RunExec | WriteFile | ReadFile | ProcessCall | GitClone,
     entry: StoredWorkspace,
     commands: Commands,
     processes: ProcessTable,
+    github: GitHub | None = None,
 ) -> tuple[str, Call]:
     """The kind and the blocking call serving ``message`` in the workspace of ``entry``.
 
@@ -64,6 +68,13 @@ def prepare(
         WorkspaceError: The arguments are wrong (or the workspace runs too many processes).
     """
     handle, workspace_id = entry.handle, entry.record.id
+    if isinstance(message, GitClone):
+        if github is None:
+            raise Conflict("this runtime has no GitHub App support")
+        clone = message.args
+        if clone.path is not None:
+            files.workspace_path(clone.path)  # refused before anything runs
+        return "git_clone", lambda: github.clone(commands, handle, workspace_id, clone)
     if isinstance(message, RunExec):
         run = command(message.args, entry)
         if not message.args.stream:

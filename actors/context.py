@@ -14,8 +14,9 @@ import zmq
 from actors.names import workspace_name
 from actors.supervision import Registry
 from runtime.config import Settings
-from runtime.errors import InternalError, WorkspaceError
-from runtime.messages import AlertCleared, AlertRaised, Completed, Event, ReplyTo
+from runtime.errors import Conflict, InternalError, WorkspaceError
+from runtime.github import CredentialStore, GitHub
+from runtime.messages import AlertCleared, AlertRaised, Completed, Event, GithubCredentialUsed, ReplyTo
 from runtime.monitoring.boards import Boards
 from runtime.providers.base import Provider
 from runtime.state.processes import ProcessTable
@@ -42,6 +43,8 @@ class ActorContext:
         processes: The streamed processes of every workspace.
         unreconciled: Providers that could not be reconciled at start (they were down);
             each one's ProviderActor finishes the job when the provider first answers.
+        credentials: The GitHub Apps and their sealed keys.
+        github: Clones with the Apps' installation tokens.
     """
 
     settings: Settings
@@ -53,6 +56,18 @@ class ActorContext:
     boards: Boards
     processes: ProcessTable
     unreconciled: set[str] = field(default_factory=set)
+    credentials: CredentialStore | None = None
+    github: GitHub | None = None
+
+    def github_apps(self) -> tuple[CredentialStore, GitHub]:
+        """The GitHub machinery (``Conflict`` in a runtime built without it)."""
+        if self.credentials is None or self.github is None:
+            raise Conflict("this runtime has no GitHub App support")
+        return self.credentials, self.github
+
+    def audit(self, event: GithubCredentialUsed) -> None:
+        """Record a use of a credential in the audit trail (and publish it); does not wait."""
+        self.statelog.submit(event, audit=True)
 
     def deliver(self, workspace_id: str, message: Any) -> None:
         """Tell the workspace's actor ``message``, starting one if none runs.

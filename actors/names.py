@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-__all__ = ["POOL", "REAPER", "SAMPLER", "WORKSPACES", "WORKSPACE_PREFIX", "provider_name", "workspace_name"]
+__all__ = [
+    "CREDENTIALS",
+    "POOL",
+    "REAPER",
+    "SAMPLER",
+    "WORKSPACES",
+    "WORKSPACE_PREFIX",
+    "provider_name",
+    "workspace_name",
+]
 
+CREDENTIALS = "credentials"
 POOL = "pool"
 REAPER = "reaper"
 SAMPLER = "sampler"

@@ -17,18 +17,22 @@ from typing import Any, Final
 import msgspec
 
 from actors.context import ActorContext
-from actors.names import provider_name
+from actors.names import CREDENTIALS, provider_name
 from runtime.config import PROVIDERS, Settings
 from runtime.errors import BadRequest, Conflict, Disabled, NotFound, ProviderUnavailable
 from runtime.messages import (
     ACTIVE_STATES,
     ArgsStruct,
+    AuditArgs,
     CreateArgs,
     CreateWorkspace,
     DestroyWorkspace,
     ExecOutputArgs,
     Extend,
+    GitClone,
+    GithubApp,
     ListArgs,
+    ManageGithub,
     ProcessCall,
     ProviderStatus,
     ReadFile,
@@ -126,6 +130,21 @@ def _exec_output(ctx: ActorContext, _: ReplyTo, args: ExecOutputArgs) -> Any:
     return ctx.processes.output(args.workspace_id, args.process_id, args.after)
 
 
+def _github_apps(ctx: ActorContext, _: ReplyTo, __: ArgsStruct) -> list[GithubApp]:
+    return ctx.github_apps()[0].list()
+
+
+def _github_audit(ctx: ActorContext, _: ReplyTo, args: AuditArgs) -> list[Any]:
+    return ctx.statelog.audited(args.after, args.limit)
+
+
+def _to_credentials(ctx: ActorContext, reply_to: ReplyTo, args: Any) -> Any:
+    ctx.github_apps()  # refused at once in a runtime without them
+    if not ctx.registry.tell(CREDENTIALS, ManageGithub(reply_to, args)):
+        raise ProviderUnavailable("the credentials actor is restarting")
+    return DEFERRED
+
+
 # ---------------------------------------------------------------------- told to an actor
 
 
@@ -169,6 +188,12 @@ ROUTES: Final[dict[str, Handler]] = {
     "extend": _to_workspace(Extend),
     "stats": _stats,
     "snapshot": _snapshot,
+    "github_app_set": _to_credentials,
+    "github_app_list": _github_apps,
+    "github_app_delete": _to_credentials,
+    "github_key_rotate": _to_credentials,
+    "github_audit": _github_audit,
+    "git_clone": _to_workspace(GitClone),
 }
 """Every op of wire protocol v1 and its handler (``runtime.messages.OPS`` lists the same ops)."""
 

@@ -8,7 +8,8 @@
     ├── provider:<name>   one ProviderActor per provider
     ├── pool              PoolActor
     ├── reaper            ReaperActor
-    └── sampler           SamplerActor
+    ├── sampler           SamplerActor
+    └── credentials       CredentialsActor (the one writer of GitHub App credentials)
 
 Children start in this order and stop in reverse: the workspace actors stop last, after
 everything that sends them work.
@@ -22,6 +23,7 @@ from typing import Any
 import pykka
 
 from actors.context import ActorContext
+from actors.credentials import credentials_child
 from actors.names import WORKSPACE_PREFIX, WORKSPACES
 from actors.pool import pool_child
 from actors.provider import provider_child
@@ -72,7 +74,7 @@ def start_tree(ctx: ActorContext, on_escalate: Callable[[str], None]) -> pykka.A
     """Start the whole tree; return the root (its children are started when this returns)."""
     children = [workspaces_child(ctx)]
     children += [provider_child(ctx, name) for name in ctx.providers]
-    children += [pool_child(ctx), reaper_child(ctx), sampler_child(ctx)]
+    children += [pool_child(ctx), reaper_child(ctx), sampler_child(ctx), credentials_child(ctx)]
     return Supervisor.start(
         ctx.registry,
         children,

@@ -33,6 +33,7 @@ from runtime.messages import (
     CreateWorkspace,
     DestroyWorkspace,
     Extend,
+    GitClone,
     ProcessCall,
     ReadFile,
     Refill,
@@ -118,7 +119,7 @@ class WorkspaceActor(ChildActor):
         if isinstance(message, Completed):
             self._inflight -= 1
             self._completed(message)
-        elif isinstance(message, RunExec | WriteFile | ReadFile | ProcessCall):
+        elif isinstance(message, RunExec | WriteFile | ReadFile | ProcessCall | GitClone):
             self._start_call(message)
         elif isinstance(message, DestroyWorkspace):
             self._destroy(message.reply_to, message.reason)
@@ -240,7 +241,7 @@ class WorkspaceActor(ChildActor):
             return None
         return ProviderUnavailable(f"provider {name} is unhealthy: {status.detail}")
 
-    def _start_call(self, message: RunExec | WriteFile | ReadFile | ProcessCall) -> None:
+    def _start_call(self, message: RunExec | WriteFile | ReadFile | ProcessCall | GitClone) -> None:
         state = self._state()
         if state != "ready":
             self._reply(message.reply_to, error=Conflict(f"workspace {self._id} is {state}, not ready"))
@@ -251,7 +252,8 @@ class WorkspaceActor(ChildActor):
             return
         assert self._entry is not None
         try:
-            kind, call = calls.prepare(message, self._entry, self._provider().commands, self._ctx.processes)
+            provider = self._provider()
+            kind, call = calls.prepare(message, self._entry, provider.commands, self._ctx.processes, self._ctx.github)
         except WorkspaceError as exc:
             self._reply(message.reply_to, error=exc)
             return

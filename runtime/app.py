@@ -28,6 +28,7 @@ from runtime.capacity import Admission, Pool
 from runtime.capacity.pool import adopt_pool_members
 from runtime.config import Settings
 from runtime.errors import ProviderUnavailable
+from runtime.github import CredentialStore, GitHub, TokenBroker
 from runtime.messages import ACTIVE_STATES, DestroyWorkspace, Event
 from runtime.monitoring.boards import Boards, Sweeps
 from runtime.monitoring.metrics import Metrics
@@ -154,6 +155,13 @@ class Runtime:
         active = [entry.record.id for entry in entries if entry.record.state in ACTIVE_STATES]
         pools = {name: Pool(settings.warm_pool_size) for name in providers} if settings.warm_pool_size > 0 else {}
         unwanted = adopt_pool_members(settings, entries, pools)
+        credentials = CredentialStore(statelog, settings.github_app_encryption_key)
+        problem = credentials.check()
+        if problem:  # everything else works; using an App answers the same clear error
+            log.error("GitHub App credentials cannot be used: %s", problem)
+        github = GitHub(  # a use of a credential is durable in the audit trail before it is answered
+            TokenBroker(settings.github_api_url, credentials), lambda used: statelog.submit(used, audit=True).result(30)
+        )
         boards = Boards(
             admission=Admission(settings.max_concurrent, active),
             pools=pools,
@@ -169,6 +177,8 @@ class Runtime:
             boards=boards,
             processes=ProcessTable(self._publisher.publish),
             unreconciled=unreconciled,
+            credentials=credentials,
+            github=github,
         )
         self._supervisor = start_tree(ctx, self._escalated)
         # Serve only once every provider has been checked: Sync is handled after on_start.

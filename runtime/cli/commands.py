@@ -9,6 +9,7 @@ from pathlib import Path
 
 import msgspec
 
+from runtime.cli import github
 from runtime.cli.tables import age, pairs, pct, print_json, records_table, size, states, table
 from runtime.errors import ConfigError, ProviderUnavailable
 from runtime.messages import ProcessInfo, ProcessOutput, Truncated, exec_topic_prefix
@@ -196,4 +197,6 @@ COMMANDS = {
     "stats": _stats,
     "extend": _extend,
     "cp": _cp,
+    "github": github.github,
+    "git": github.git,
 }

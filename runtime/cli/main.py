@@ -17,6 +17,7 @@ from types import FrameType
 
 from runtime.app import Runtime
 from runtime.cli.commands import COMMANDS
+from runtime.cli.github import add_parsers as add_github_parsers
 from runtime.cli.tables import print_json
 from runtime.config import Settings, load_settings
 from runtime.errors import ConfigError, WorkspaceError
@@ -117,25 +118,20 @@ def _parser() -> argparse.ArgumentParser:
     ls = commands.add_parser("ls", help="list workspaces (destroyed ones only with --state destroyed)")
     ls.add_argument("--label", action="append", metavar="KEY=VALUE")
     ls.add_argument("--state")
-    ls.add_argument("--json", action="store_true")
 
     get = commands.add_parser("get", help="show one workspace")
     get.add_argument("workspace_id")
-    get.add_argument("--json", action="store_true")
 
     rm = commands.add_parser("rm", help="destroy workspaces")
     rm.add_argument("workspace_ids", nargs="+", metavar="workspace_id")
 
     providers = commands.add_parser("providers", help="provider health, runtime and workspaces")
-    providers.add_argument("--json", action="store_true")
 
     stats = commands.add_parser("stats", help="capacity, host resources, disk use and alerts")
-    stats.add_argument("--json", action="store_true")
 
     extend = commands.add_parser("extend", help="move a workspace's expiry to now + TTL")
     extend.add_argument("workspace_id")
     extend.add_argument("ttl", type=float, metavar="SECONDS")
-    extend.add_argument("--json", action="store_true")
 
     cp = commands.add_parser(
         "cp",
@@ -145,6 +141,9 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("source")
     cp.add_argument("target")
     cp.add_argument("--mode", type=lambda text: int(text, 8), help="file mode in octal, e.g. 755 (uploads)")
+    for printed in (ls, get, providers, stats, extend):
+        printed.add_argument("--json", action="store_true")
+    add_github_parsers(commands)
     return parser
 
 

@@ -23,6 +23,8 @@ import zmq
 from runtime.errors import Timeout, WorkspaceError, error_for_code
 from runtime.messages import (
     ArgsStruct,
+    AuditArgs,
+    CloneResult,
     CreateArgs,
     ErrorBody,
     ExecArgs,
@@ -32,6 +34,12 @@ from runtime.messages import (
     ExecStdinArgs,
     ExtendArgs,
     FileData,
+    GitCloneArgs,
+    GithubApp,
+    GithubAppArgs,
+    GithubAppSetArgs,
+    GithubCredentialUsed,
+    GithubKeyArgs,
     ListArgs,
     OutputPage,
     ProcessInfo,
@@ -320,3 +328,42 @@ class Client:
     def snapshot(self) -> Snapshot:
         """Every live workspace's record and the event ``seq`` they reflect (to resync a subscriber)."""
         return decode_as(self.request("snapshot"), Snapshot)
+
+    # ------------------------------------------------------------------ GitHub Apps
+
+    def github_app_set(self, name: str, app_id: int, installation_id: int, private_key: str) -> GithubApp:
+        """Register (or replace) a GitHub App; its private key (PEM) is stored only encrypted."""
+        args = GithubAppSetArgs(name=name, app_id=app_id, installation_id=installation_id, private_key=private_key)
+        return decode_as(self.request("github_app_set", args), GithubApp)
+
+    def github_app_list(self) -> builtins.list[GithubApp]:
+        """The registered GitHub Apps (never their keys)."""
+        return decode_as(self.request("github_app_list"), builtins.list[GithubApp])
+
+    def github_app_delete(self, name: str) -> None:
+        """Forget a GitHub App and its key."""
+        self.request("github_app_delete", GithubAppArgs(name))
+
+    def github_key_rotate(self, key: str) -> int:
+        """Re-encrypt every App's key under ``key`` (hex or base64); return how many were."""
+        return int(decode_as(self.request("github_key_rotate", GithubKeyArgs(key)), dict[str, int])["rotated"])
+
+    def github_audit(self, *, after: int = 0, limit: int = 100) -> builtins.list[GithubCredentialUsed]:
+        """The recorded uses of credentials with ``seq > after``, oldest first."""
+        raw = self.request("github_audit", AuditArgs(after=after, limit=limit))
+        return decode_as(raw, builtins.list[GithubCredentialUsed])
+
+    def git_clone(
+        self,
+        workspace_id: str,
+        repo: str,
+        *,
+        app: str | None = None,
+        ref: str | None = None,
+        path: str | None = None,
+        depth: int | None = None,
+        wait_s: float = _EXEC_WAIT_WITHOUT_TIMEOUT_S,
+    ) -> CloneResult:
+        """Clone ``repo`` (``owner/name`` or a URL) into the workspace, with ``app``'s credentials if given."""
+        args = GitCloneArgs(workspace_id=workspace_id, repo=repo, app=app, ref=ref, path=path, depth=depth)
+        return decode_as(self.request("git_clone", args, timeout_s=wait_s), CloneResult)
