@@ -1,8 +1,8 @@
 """The shape of the code: layers whose imports point one way, small modules, no lazy-import dodges.
 
 The layers, lowest first (docs/architecture.md draws them): the vocabulary, the provider
-contract, the wire, the agent, the providers, the state, capacity, monitoring, the
-actors, the app wiring, the operator tools. A module may import its own layer and the
+contract, the wire, the agent, the providers, the state, GitHub, capacity, monitoring,
+the actors, the app wiring, the operator tools. A module may import its own layer and the
 layers below it, never above: so nothing below the actors imports them, and the
 packages cannot form a cycle.
 """
@@ -25,6 +25,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("agent", ("runtime.agent",)),
     ("providers", ("runtime.providers",)),
     ("state", ("runtime.state",)),
+    ("github", ("runtime.github",)),
     ("capacity", ("runtime.capacity",)),
     ("monitoring", ("runtime.monitoring",)),
     ("actors", ("actors",)),

@@ -12,12 +12,15 @@ from actors.calls import DESCRIPTIONS, command, prepare
 from runtime.errors import BadRequest, CapacityExceeded, Conflict, NotFound
 from runtime.messages import (
     OUTPUT_LIMIT,
+    CloneResult,
     Command,
     ExecArgs,
     ExecKillArgs,
     ExecResult,
     ExecStdinArgs,
     FileData,
+    GitClone,
+    GitCloneArgs,
     ProcessCall,
     ProcessInfo,
     ReadFile,
@@ -87,8 +90,10 @@ class Setup:
         self.published = Published()
         self.processes = ProcessTable(self.published)
 
-    def prepare(self, message: Any, entry: StoredWorkspace = ENTRY) -> tuple[str, Callable[[], object]]:
-        return prepare(message, entry, self.commands, self.processes)
+    def prepare(
+        self, message: Any, entry: StoredWorkspace = ENTRY, github: Any = None
+    ) -> tuple[str, Callable[[], object]]:
+        return prepare(message, entry, self.commands, self.processes, github)
 
     def started(self, **options: Any) -> ProcessInfo:
         """A streamed process started through prepare (the calls it made are forgotten)."""
@@ -307,6 +312,39 @@ def test_every_kind_prepare_returns_has_a_description(ws: Setup) -> None:
         process_call(ExecKillArgs(workspace_id=WS, process_id=info.process_id)),
     ]
     kinds = [ws.prepare(message)[0] for message in messages]
-    assert kinds == ["exec", "spawn", "write_file", "read_file", "exec_stdin", "exec_kill"]
+    clone = GitClone(REPLY_TO, GitCloneArgs(workspace_id=WS, repo="octo/hello"))
+    kinds.append(ws.prepare(clone, github=object())[0])
+    assert kinds == ["exec", "spawn", "write_file", "read_file", "exec_stdin", "exec_kill", "git_clone"]
     assert set(kinds) == set(DESCRIPTIONS)
     assert all(isinstance(text, str) and text for text in DESCRIPTIONS.values())
+
+
+# ---------------------------------------------------------------------- git clone
+
+
+class RecordingGitHub:
+    def __init__(self) -> None:
+        self.clones: list[tuple[Any, str, str, GitCloneArgs]] = []
+
+    def clone(self, commands: Any, handle: str, workspace_id: str, args: GitCloneArgs) -> CloneResult:
+        self.clones.append((commands, handle, workspace_id, args))
+        return CloneResult(path="/workspace/hello", commit="c0ffee")
+
+
+def test_a_clone_runs_through_the_github_machinery_with_the_workspaces_commands(ws: Setup) -> None:
+    github = RecordingGitHub()
+    args = GitCloneArgs(workspace_id=WS, repo="octo/hello", app="bot")
+    kind, clone = ws.prepare(GitClone(REPLY_TO, args), github=github)
+    assert (kind, github.clones) == ("git_clone", [])
+    assert clone() == CloneResult(path="/workspace/hello", commit="c0ffee")
+    assert github.clones == [(ws.commands, "h-1", WS, args)]
+
+
+def test_a_clone_path_outside_the_workspace_or_a_runtime_without_github_is_refused_at_once(ws: Setup) -> None:
+    github = RecordingGitHub()
+    outside = GitClone(REPLY_TO, GitCloneArgs(workspace_id=WS, repo="octo/hello", path="/etc"))
+    with pytest.raises(BadRequest, match="outside /workspace"):
+        ws.prepare(outside, github=github)
+    with pytest.raises(Conflict, match="no GitHub App support"):
+        ws.prepare(GitClone(REPLY_TO, GitCloneArgs(workspace_id=WS, repo="octo/hello")))
+    assert github.clones == []

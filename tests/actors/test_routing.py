@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,13 +13,16 @@ import pytest
 import zmq
 
 from actors.context import ActorContext
+from actors.names import CREDENTIALS
 from actors.routing import ROUTES, Router
 from actors.supervision import Registry
 from runtime.capacity import Admission
 from runtime.config import Settings
 from runtime.errors import BadRequest, Conflict, Disabled, NotFound, ProviderUnavailable
+from runtime.github import CredentialStore, GitHub, TokenBroker
 from runtime.messages import (
     OPS,
+    AuditArgs,
     CreateArgs,
     CreateWorkspace,
     DestroyWorkspace,
@@ -28,7 +32,14 @@ from runtime.messages import (
     ExecStdinArgs,
     Extend,
     ExtendArgs,
+    GitClone,
+    GitCloneArgs,
+    GithubAppArgs,
+    GithubAppSetArgs,
+    GithubCredentialUsed,
+    GithubKeyArgs,
     ListArgs,
+    ManageGithub,
     NoArgs,
     ProcessCall,
     ProviderStatus,
@@ -51,6 +62,7 @@ from runtime.version import __version__
 from runtime.wire.gateway import DEFERRED
 from tests.conftest import MakeSettings
 from tests.fakes import FakeProvider
+from tests.github_standins import private_key_pem
 
 IDENTITY = b"client-1"
 
@@ -289,3 +301,54 @@ def test_the_router_answers_each_request_with_a_value_the_wire_can_encode(routed
         ("exec_list", WorkspaceArgs("ws_000000000001")),
     ):
         msgspec.msgpack.encode(routed(op, args))
+
+
+# ---------------------------------------------------------------------- GitHub Apps
+
+
+def test_github_ops_are_refused_at_once_in_a_runtime_without_github_support(routed: Routed) -> None:
+    for op, args in (
+        ("github_app_list", NoArgs()),
+        ("github_app_delete", GithubAppArgs("bot")),
+        ("github_key_rotate", GithubKeyArgs("00" * 32)),
+    ):
+        with pytest.raises(Conflict, match="no GitHub App support"):
+            routed(op, args)
+    assert routed.registry.told == []
+
+
+def test_github_writes_go_to_the_credentials_actor_and_reads_are_answered_here(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    served = Routed(make_settings(), tmp_path)
+    try:
+        store = CredentialStore(served.statelog, bytes(32))
+        github = GitHub(TokenBroker("http://127.0.0.1:9", store), lambda used: None)
+        ctx = dataclasses.replace(served.ctx, credentials=store, github=github)
+        served.router.serve(ctx)
+        served.registry.running.add(CREDENTIALS)
+        args = GithubAppSetArgs(name="bot", app_id=1, installation_id=2, private_key=private_key_pem().decode())
+        assert served("github_app_set", args) is DEFERRED
+        assert served("github_app_delete", GithubAppArgs("bot")) is DEFERRED
+        assert [(name, type(message.args)) for name, message in served.registry.told] == [
+            (CREDENTIALS, GithubAppSetArgs), (CREDENTIALS, GithubAppArgs),
+        ]  # fmt: skip
+        assert all(isinstance(message, ManageGithub) for _, message in served.registry.told)
+        store.set(args)
+        assert [app.name for app in served("github_app_list")] == ["bot"]
+        used = GithubCredentialUsed(app="bot", workspace_id="ws_1", repo="https://x/y.git", outcome="ok")
+        served.statelog.submit(used, audit=True).result(10)
+        served.statelog.submit(GithubCredentialUsed(app="bot", workspace_id="ws_1", repo="r", outcome="ok")).result(10)
+        [audited] = served("github_audit", AuditArgs())
+        assert (audited.app, audited.repo) == ("bot", "https://x/y.git")  # only what was audited
+        assert served("github_audit", AuditArgs(after=audited.seq)) == []
+        served.store(entry("ws_000000000001", "ready"))
+        clone = GitCloneArgs(workspace_id="ws_000000000001", repo="octo/hello")
+        assert served("git_clone", clone) is DEFERRED
+        name, message = served.registry.delivered[-1]
+        assert name == "workspace:ws_000000000001" and isinstance(message, GitClone) and message.args is clone
+        served.registry.running.discard(CREDENTIALS)
+        with pytest.raises(ProviderUnavailable, match="credentials actor is restarting"):
+            served("github_app_delete", GithubAppArgs("bot"))
+    finally:
+        served.close()

@@ -14,6 +14,7 @@ from runtime.messages import (
     AlertCleared,
     AlertRaised,
     ArgsStruct,
+    AuditArgs,
     BackendState,
     Command,
     ContainerEvent,
@@ -26,6 +27,10 @@ from runtime.messages import (
     ExecOutputArgs,
     ExecStdinArgs,
     ExtendArgs,
+    GitCloneArgs,
+    GithubAppArgs,
+    GithubAppSetArgs,
+    GithubKeyArgs,
     ListArgs,
     NoArgs,
     OkReply,
@@ -51,7 +56,10 @@ from runtime.messages import (
     exec_topic_prefix,
     process_topic,
 )
+from tests.github_standins import private_key_pem
 from tests.runtime.messages.test_messages import record
+
+PEM = private_key_pem().decode()
 
 EXAMPLES: dict[type[ArgsStruct], list[ArgsStruct]] = {
     NoArgs: [NoArgs()],
@@ -81,6 +89,15 @@ EXAMPLES: dict[type[ArgsStruct], list[ArgsStruct]] = {
     ],
     ReadFileArgs: [ReadFileArgs(workspace_id="ws_1", path="a/b.txt")],
     ExtendArgs: [ExtendArgs(workspace_id="ws_1", ttl_seconds=3600.0)],
+    GithubAppSetArgs: [GithubAppSetArgs(name="ci-bot", app_id=12, installation_id=34, private_key=PEM)],
+    GithubAppArgs: [GithubAppArgs("ci-bot")],
+    GithubKeyArgs: [GithubKeyArgs("00" * 32)],
+    AuditArgs: [AuditArgs(), AuditArgs(after=7, limit=10)],
+    GitCloneArgs: [
+        GitCloneArgs(workspace_id="ws_1", repo="octo/hello"),
+        GitCloneArgs(workspace_id="ws_1", repo="https://git.example.com/octo/hello.git", app="ci-bot", ref="main",
+                     path="src/hello", depth=1),
+    ],
 }  # fmt: skip
 
 

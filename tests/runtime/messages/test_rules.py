@@ -362,3 +362,72 @@ def test_a_file_mode_is_accepted_exactly_when_it_is_between_0_and_0o7777(mode: i
         assert decoded("write_file", write_args(mode=mode)).mode == mode
     else:
         assert refused == f"mode={mode} is not a file mode (0 to 0o7777)"
+
+
+# ---------------------------------------------------------------------- GitHub Apps
+
+PEM_TEXT = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n"
+
+
+def app_args(**changes: Any) -> dict[str, Any]:
+    return {"name": "ci-bot", "app_id": 1, "installation_id": 2, "private_key": PEM_TEXT, **changes}
+
+
+@pytest.mark.parametrize("name", ["ci-bot", "a", "Bot.2", "x_y-z", "9" * 64])
+def test_app_names_of_the_documented_shape_are_accepted(name: str) -> None:
+    assert decoded("github_app_set", app_args(name=name)).name == name
+
+
+@pytest.mark.parametrize("name", ["", "-bot", "a b", "bot/1", "x" * 65, "bot\n", ".hidden"])
+def test_other_app_names_are_refused_naming_the_field(name: str) -> None:
+    assert refusal("github_app_set", app_args(name=name)) == (
+        f"invalid args for github_app_set: name={name!r} is not a valid name: 1-64 of [A-Za-z0-9._-], "
+        "first a letter or digit"
+    )
+
+
+@pytest.mark.parametrize("field", ["app_id", "installation_id"])
+def test_github_ids_must_be_positive(field: str) -> None:
+    assert refusal("github_app_set", app_args(**{field: 0})).endswith(f"{field}=0 must be a positive integer")
+
+
+@pytest.mark.parametrize("key", ["hunter2", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----", "x" * 20000])
+def test_a_private_key_that_is_no_pem_private_key_is_refused_without_being_quoted(key: str) -> None:
+    refused = refusal("github_app_set", app_args(private_key=key))
+    assert refused == (
+        "invalid args for github_app_set: private_key is not a PEM private key (-----BEGIN ... PRIVATE KEY-----)"
+    )
+    assert key[:8] not in refused.split(": ", 1)[1].replace("-----BEGIN", "")
+
+
+@pytest.mark.parametrize(
+    "repo",
+    ["octo/hello", "octo/hello.git", "a_b/c-d.e", "https://github.com/octo/hello.git", "http://10.0.0.1:8080/x/y"],
+)
+def test_repositories_are_owner_slash_name_or_http_urls(repo: str) -> None:
+    assert decoded("git_clone", {"workspace_id": "w", "repo": repo}).repo == repo
+
+
+@pytest.mark.parametrize(
+    "repo",
+    ["hello", "octo/hello/extra", "ssh://git@github.com/a/b", "https://user:secret@github.com/a/b", "a b/c",
+     "file:///etc/x", "https://github.com"],
+)  # fmt: skip
+def test_other_repositories_are_refused_including_urls_that_carry_credentials(repo: str) -> None:
+    assert refusal("git_clone", {"workspace_id": "w", "repo": repo}) == (
+        f"invalid args for git_clone: repo={repo!r} is not a repository: expected owner/name or an http(s) URL"
+    )
+
+
+@pytest.mark.parametrize("ref", ["main", "v1.2.3", "feature/x", "a" * 40, "release-2026"])
+def test_git_refs_are_accepted(ref: str) -> None:
+    assert decoded("git_clone", {"workspace_id": "w", "repo": "a/b", "ref": ref}).ref == ref
+
+
+@pytest.mark.parametrize("ref", ["-upload-pack=x", "a b", "a..b", "a~1", "a^", "x:y", "", "a\nb", "x" * 300])
+def test_refs_that_git_would_misread_are_refused(ref: str) -> None:
+    assert "is not a git ref" in refusal("git_clone", {"workspace_id": "w", "repo": "a/b", "ref": ref})
+
+
+def test_a_clone_depth_must_be_at_least_one() -> None:
+    assert refusal("git_clone", {"workspace_id": "w", "repo": "a/b", "depth": 0}).endswith("depth=0 must be at least 1")

@@ -24,10 +24,13 @@ from runtime.errors import (
     WorkspaceError,
 )
 from runtime.messages import (
+    CloneResult,
     ErrorBody,
     ErrorReply,
     ExecResult,
     FileData,
+    GithubApp,
+    GithubCredentialUsed,
     OkReply,
     OutputChunk,
     OutputPage,
@@ -148,6 +151,10 @@ W: dict[str, Any] = {"workspace_id": "ws_1"}
 WP: dict[str, Any] = {**W, "process_id": "p1"}
 
 # Each op method: the op, the call, the args the request must carry, the result sent back, what the call returns.
+APP = GithubApp(name="bot", app_id=1, installation_id=2, created_at=5.0)
+USED = GithubCredentialUsed(seq=3, ts=4.0, app="bot", workspace_id="ws_1", repo="https://x/y.git", outcome="ok")
+CLONED = CloneResult(path="/workspace/hello", commit="c0ffee")
+
 OP_CASES: list[tuple[str, Callable[[Client], Any], dict[str, Any], Any, Any]] = [
     ("ping", lambda c: c.ping(), {}, {"version": "1"}, {"version": "1"}),
     ("providers", lambda c: c.providers(), {}, [PROVIDER], [PROVIDER]),
@@ -185,6 +192,16 @@ OP_CASES: list[tuple[str, Callable[[Client], Any], dict[str, Any], Any, Any]] = 
     ("extend", lambda c: c.extend("ws_1", 90.5), {**W, "ttl_seconds": 90.5}, record(), record()),
     ("stats", lambda c: c.stats(), {}, {"workspaces": {"active": 1}}, {"workspaces": {"active": 1}}),
     ("snapshot", lambda c: c.snapshot(), {}, Snapshot(7, [record()]), Snapshot(7, [record()])),
+    ("github_app_set", lambda c: c.github_app_set("bot", 1, 2, "PEM"),
+     {"name": "bot", "app_id": 1, "installation_id": 2, "private_key": "PEM"}, APP, APP),
+    ("github_app_list", lambda c: c.github_app_list(), {}, [APP], [APP]),
+    ("github_app_delete", lambda c: c.github_app_delete("bot"), {"name": "bot"}, {}, None),
+    ("github_key_rotate", lambda c: c.github_key_rotate("ab" * 32), {"key": "ab" * 32}, {"rotated": 2}, 2),
+    ("github_audit", lambda c: c.github_audit(), {}, [USED], [USED]),
+    ("github_audit", lambda c: c.github_audit(after=5, limit=7), {"after": 5, "limit": 7}, [], []),
+    ("git_clone", lambda c: c.git_clone("ws_1", "octo/hello"), {**W, "repo": "octo/hello"}, CLONED, CLONED),
+    ("git_clone", lambda c: c.git_clone("ws_1", "octo/hello", app="bot", ref="main", path="src", depth=1),
+     {**W, "repo": "octo/hello", "app": "bot", "ref": "main", "path": "src", "depth": 1}, CLONED, CLONED),
 ]  # fmt: skip
 
 
