@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import agent, ping, pool, restart, sampler, workspaces
+from bench import agent, github, ping, pool, restart, sampler, workspaces
 
 BENCHMARKS = {
     "ping": ping.main,
@@ -13,6 +13,7 @@ BENCHMARKS = {
     "restart": restart.main,
     "sampler": sampler.main,
     "agent": agent.main,
+    "github": github.main,
 }
 
 
