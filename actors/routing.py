@@ -169,7 +169,9 @@ def _create(ctx: ActorContext, reply_to: ReplyTo, args: CreateArgs) -> Any:
     return DEFERRED
 
 
-_PONG: Final = {"version": __version__}
+_PONG: Final = {"version": __version__, "ready": True}
+_STARTING: Final = {"version": __version__, "ready": False}
+"""``ping``'s answer: ``ready`` is false until start-up reconciliation is done and the actors run."""
 
 ROUTES: Final[dict[str, Handler]] = {
     "ping": lambda _ctx, _reply_to, _args: _PONG,
@@ -201,7 +203,7 @@ ROUTES: Final[dict[str, Handler]] = {
 class Router:
     """The Gateway's dispatcher: the master switch, the start-up wait, then ``ROUTES``.
 
-    ``ping`` is always answered. Every other op answers ``disabled`` while
+    ``ping`` is always answered, saying whether the runtime is ``ready``. Every other op answers ``disabled`` while
     ``ENABLE_AGENT_WORKSPACES`` is off, and ``provider_unavailable`` (retryable) until
     ``serve`` is called, once start-up reconciliation is done and the actors run.
 
@@ -223,9 +225,9 @@ class Router:
         return self._ctx is not None
 
     def __call__(self, identity: bytes, request: Request, args: ArgsStruct) -> Any:
-        if request.op == "ping":  # answered in every state, and as fast as can be
-            return _PONG
         ctx = self._ctx
+        if request.op == "ping":  # answered in every state, and as fast as can be
+            return _PONG if ctx is not None or not self._settings.enabled else _STARTING
         if not self._settings.enabled:
             raise Disabled("agent workspaces are disabled: set ENABLE_AGENT_WORKSPACES=true and restart")
         if ctx is None:

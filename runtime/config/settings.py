@@ -164,6 +164,13 @@ VARIABLES: tuple[Variable, ...] = (
         "empty (no metrics endpoint) or host:port such as 127.0.0.1:9464",
     ),
     Variable(
+        "WORKSPACE_HTTP_ADDR",
+        "http_addr",
+        "",
+        values.address,
+        "empty (no HTTP API) or host:port such as 127.0.0.1:7780",
+    ),
+    Variable(
         "GITHUB_API_URL",
         "github_api_url",
         "https://api.github.com",
@@ -206,6 +213,7 @@ class Settings:
     sample_interval_s: float = 5.0
     metrics_addr: str = ""
     github_api_url: str = "https://api.github.com"
+    http_addr: str = ""
     config_file: Path | None = None
 
     @property

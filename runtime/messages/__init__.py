@@ -50,6 +50,7 @@ from runtime.messages.codec import (
     decode_stored,
     encode,
     invalid_args,
+    invalid_values,
 )
 from runtime.messages.commands import (
     Adopt,
@@ -197,6 +198,7 @@ __all__ = [
     "encode",
     "exec_topic_prefix",
     "invalid_args",
+    "invalid_values",
     "process_topic",
     "signal_number",
 ]

@@ -27,6 +27,7 @@ __all__ = [
     "decode_stored",
     "encode",
     "invalid_args",
+    "invalid_values",
 ]
 
 
@@ -103,10 +104,16 @@ def invalid_args(op: str, raw: msgspec.Raw, error: msgspec.DecodeError) -> str:
     range: expected 0.01 to 1024 cores``); anything else (a wrong type, an unknown or
     missing field, bytes that are not MessagePack) keeps msgspec's own message.
     """
+    values = msgspec.msgpack.decode(raw) if _AT_FIELD.search(str(error)) else None
+    return invalid_values(op, values, error)
+
+
+def invalid_values(op: str, values: Any, error: msgspec.DecodeError) -> str:
+    """Why ``values`` (the op's args as plain data, e.g. from JSON) are not valid for ``op``."""
     if isinstance(error, RuleBroken):
         return f"invalid args for {op}: {error.refusal}"
     if isinstance(error, msgspec.ValidationError) and _AT_FIELD.search(str(error)):
-        explained = broken_rule(OPS[op], msgspec.msgpack.decode(raw))  # it decoded, only not as OPS[op]
+        explained = broken_rule(OPS[op], values)
         if explained is not None:
             return f"invalid args for {op}: {explained}"
     return f"invalid args for {op}: {error}"

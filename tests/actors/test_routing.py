@@ -141,10 +141,17 @@ def test_every_op_of_the_protocol_has_exactly_one_handler() -> None:
     assert set(ROUTES) == set(OPS)
 
 
+def test_ping_says_ready_once_the_actors_serve(routed: Routed) -> None:
+    assert routed("ping") == {"version": __version__, "ready": True}
+
+
 def test_ping_is_answered_while_disabled_and_while_starting_and_nothing_else_is(make_settings: MakeSettings) -> None:
-    for settings, refusal in ((make_settings(enabled=False), Disabled), (make_settings(), ProviderUnavailable)):
+    for settings, refusal, ready in (
+        (make_settings(enabled=False), Disabled, True),  # nothing to wait for: it answers `disabled` at once
+        (make_settings(), ProviderUnavailable, False),
+    ):
         router = Router(settings)  # never served: the actors are not running yet
-        assert router(IDENTITY, Request("1", "ping"), NoArgs()) == {"version": __version__}
+        assert router(IDENTITY, Request("1", "ping"), NoArgs()) == {"version": __version__, "ready": ready}
         assert not router.serving
         for op in ("list", "stats", "create"):
             with pytest.raises(refusal) as refused:
