@@ -11,10 +11,15 @@ setup:
 
 # The runtime in the foreground with the default provider; Ctrl-C stops it cleanly.
 # Workspaces are enabled here (the seed's quick start); export ENABLE_AGENT_WORKSPACES=false to turn them off.
+# The HTTP API and the admin page listen on 127.0.0.1:7780 (the URL is logged); export
+# WORKSPACE_HTTP_ADDR= (empty) to turn them off.
 run: setup
-	ENABLE_AGENT_WORKSPACES=$${ENABLE_AGENT_WORKSPACES:-true} exec $(BIN)/workspaces serve
+	ENABLE_AGENT_WORKSPACES=$${ENABLE_AGENT_WORKSPACES:-true} WORKSPACE_HTTP_ADDR=$${WORKSPACE_HTTP_ADDR-127.0.0.1:7780} \
+		exec $(BIN)/workspaces serve
 
-# Lint, type-check, then the whole suite (unit and integration against real Docker).
+# Lint, type-check, then the whole suite (unit and integration against real Docker, and
+# the admin page in headless Chromium, which setup installs for the tests).
+test: export SETUP_BROWSER := 1
 test: setup lint
 	$(BIN)/pytest
 

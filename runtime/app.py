@@ -16,6 +16,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
+from itertools import islice
 from typing import Any
 
 import pykka
@@ -29,7 +30,8 @@ from runtime.capacity.pool import adopt_pool_members
 from runtime.config import Settings
 from runtime.errors import ProviderUnavailable
 from runtime.github import CredentialStore, GitHub, TokenBroker
-from runtime.messages import ACTIVE_STATES, DestroyWorkspace, Event
+from runtime.http import HttpServer, app
+from runtime.messages import ACTIVE_STATES, AnyEvent, DestroyWorkspace, Event
 from runtime.monitoring.boards import Boards, Sweeps
 from runtime.monitoring.metrics import Metrics
 from runtime.providers.base import Provider
@@ -85,6 +87,7 @@ class Runtime:
         self._failed = threading.Event()
         self._instance_id = ""
         self._metrics = Metrics(lambda: None if self._ctx is None else (self._ctx.statelog, self._ctx.boards))
+        self._http: HttpServer | None = None
         self.token = ""
 
     # ------------------------------------------------------------------ lifecycle
@@ -117,6 +120,8 @@ class Runtime:
             self._gateway.start()
             if settings.metrics_addr:
                 self._metrics.serve(settings.metrics_addr)
+            if settings.http_addr:  # before start-up reconciliation: /readyz says 503 meanwhile
+                self._http = HttpServer(app(self), settings.http_addr).start()
             if settings.enabled:
                 self._start_actors(self._statelog)
         except BaseException:
@@ -219,6 +224,9 @@ class Runtime:
         log.info("runtime stopped%s", f" ({aborted} request(s) aborted)" if aborted else "")
 
     def _teardown(self) -> None:
+        if self._http is not None:  # its requests in flight were answered by the drain above
+            self._http.stop()
+            self._http = None
         self._metrics.close()
         if self._supervisor is not None:
             try:
@@ -277,6 +285,23 @@ class Runtime:
     def metrics_address(self) -> str:
         """``host:port`` of the metrics endpoint as bound (empty when off)."""
         return self._metrics.address
+
+    @property
+    def http_address(self) -> str:
+        """``host:port`` of the HTTP API as bound (empty when off)."""
+        return "" if self._http is None else self._http.address
+
+    @property
+    def zmq_context(self) -> zmq.Context[zmq.Socket[bytes]]:
+        """The ZeroMQ context of the Gateway (``inproc://`` endpoints need this very one)."""
+        return self._zmq
+
+    def events_after(self, seq: int, limit: int) -> list[AnyEvent]:
+        """Up to ``limit`` recorded events with a ``seq`` above ``seq``, oldest first."""
+        statelog = self._statelog
+        if statelog is None:
+            return []
+        return list(islice(statelog.events(seq), limit))
 
     @property
     def endpoint(self) -> str:

@@ -11,7 +11,10 @@
 #      background (scripts/dockerd.sh), logging to $DOCKERD_LOG. runsc must be 20240729 or
 #      newer (older releases break `ls` and `stat` in workspaces); on bookworm it comes
 #      from Debian's bookworm-backports;
-#   3. the base workspace image (Debian bookworm from mmdebstrap + docker import).
+#   3. the base workspace image (Debian bookworm from mmdebstrap + docker import);
+#   4. with SETUP_BROWSER=1 (`make test`): Chromium and its WebDriver for the admin page's
+#      browser test, from Debian's packages when root on Debian (the test is skipped,
+#      saying why, where they cannot be installed).
 # A daemon that already runs is never reconfigured or restarted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -178,6 +181,23 @@ setup_image() {
   say "built $BASE_IMAGE"
 }
 
+# ---------------------------------------------------------------- 4. browser (tests)
+setup_browser() {
+  command -v chromium >/dev/null && command -v chromedriver >/dev/null && return 0
+  if is_root && is_debian; then
+    say "installing from Debian's packages: chromium chromium-driver (the admin page's browser test)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1; } \
+      || say "warning: installing chromium and chromium-driver failed: the admin page's browser test will be skipped"
+  else
+    say "note: chromium and chromedriver are missing (install them for the admin page's browser test; it is skipped meanwhile)"
+  fi
+}
+
 setup_venv
 setup_docker
 setup_image
+if [ "${SETUP_BROWSER:-0}" = 1 ]; then
+  setup_browser
+fi

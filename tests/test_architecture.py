@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("github", ("runtime.github",)),
     ("capacity", ("runtime.capacity",)),
     ("monitoring", ("runtime.monitoring",)),
+    ("http", ("runtime.http",)),
     ("actors", ("actors",)),
     ("app", ("runtime.app",)),
     ("tools", ("runtime.cli",)),

@@ -1,0 +1,134 @@
+"""Server-sent events: the runtime's event stream, and a streamed process's output, over HTTP.
+
+Each stream subscribes to the runtime's PUB socket (over ``inproc://``) and waits for its
+welcome before anything else, so nothing published afterwards is missed. A client that
+reconnects with ``Last-Event-ID`` first gets what it missed: the state log's events after
+that ``seq`` (for the event stream), or the process's kept output after it (through the
+``exec_output`` op); live events already replayed are skipped, so the ids it sees go up
+without a gap. Every event is ``id: <seq>``, ``event: <type>``, ``data: <JSON>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Callable, Iterable
+from typing import Any, get_args
+
+import msgspec
+import zmq
+import zmq.asyncio
+
+from runtime.messages import WELCOME, AnyEvent, ProcessOutput
+
+__all__ = ["LOG_TOPICS", "Stream", "frame", "process_stream", "subscribe", "workspace_stream"]
+
+LOG_TOPICS: tuple[str, ...] = tuple(sorted({kind.topic for kind in get_args(AnyEvent)}))
+"""Topics of the events the state log sequences (one ``seq`` across them)."""
+_REPLAY_PAGE = 500
+_JOIN_TIMEOUT_S = 10.0
+_KEEPALIVE_S = 15.0
+
+Stream = AsyncGenerator[bytes, None]
+
+
+def frame(event: dict[str, Any]) -> bytes:
+    """One event as a server-sent event."""
+    data = msgspec.json.encode(event).decode()
+    return f"id: {event.get('seq', '')}\nevent: {event.get('type', 'message')}\ndata: {data}\n\n".encode()
+
+
+async def subscribe(context: zmq.Context[zmq.Socket[bytes]], endpoint: str, topics: Iterable[str]) -> Any:
+    """A SUB socket on the event stream, its subscriptions in place (the welcome came)."""
+    socket = zmq.asyncio.Context.shadow(context.underlying).socket(zmq.SUB)
+    socket.setsockopt(zmq.LINGER, 0)
+    for topic in topics:
+        socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+    socket.setsockopt(zmq.SUBSCRIBE, WELCOME)
+    socket.connect(endpoint)
+    try:
+        async with asyncio.timeout(_JOIN_TIMEOUT_S):
+            while len(await socket.recv_multipart()) != 1:
+                pass
+    except TimeoutError:
+        pass  # the stream is still usable; only the very first events could be missed
+    socket.setsockopt(zmq.UNSUBSCRIBE, WELCOME)
+    return socket
+
+
+async def _live(socket: Any) -> AsyncGenerator[tuple[str, dict[str, Any]] | None, None]:
+    """Events as they come; ``None`` after every quiet ``_KEEPALIVE_S`` (to keep the connection up).
+
+    Ends when the runtime's ZeroMQ context is terminated under it.
+    """
+    while True:
+        try:
+            frames = await asyncio.wait_for(socket.recv_multipart(), _KEEPALIVE_S)
+        except TimeoutError:
+            yield None
+            continue
+        except zmq.ZMQError:
+            return
+        if len(frames) == 2:
+            yield frames[0].decode(), msgspec.msgpack.decode(frames[1])
+
+
+async def workspace_stream(
+    socket: Any, topics: tuple[str, ...], last_seq: int | None, replay: Callable[[int, int], list[AnyEvent]]
+) -> Stream:
+    """The event stream from ``socket``, after replaying the state log's events past ``last_seq``.
+
+    ``replay(after, limit)`` reads the state log (in pages, off the event loop).
+    """
+    try:
+        sent = last_seq if last_seq is not None else -1
+        while last_seq is not None:
+            page = await asyncio.to_thread(replay, sent, _REPLAY_PAGE)
+            for event in page:
+                sent = event.seq
+                if event.topic in topics:
+                    yield frame(msgspec.to_builtins(event))
+            if len(page) < _REPLAY_PAGE:
+                break
+        async for item in _live(socket):
+            if item is None:
+                yield b": keep-alive\n\n"
+                continue
+            _, live = item
+            if int(live.get("seq", 0)) > sent:
+                sent = int(live["seq"])
+                yield frame(live)
+    finally:
+        socket.close()
+
+
+async def process_stream(socket: Any, last_seq: int, page: dict[str, Any]) -> Stream:
+    """A streamed process's output: ``page`` (its ``exec_output`` past ``last_seq``), then ``socket``'s.
+
+    Ends with the process's exit event. ``socket`` was subscribed before ``page`` was read.
+    """
+    try:
+        sent = last_seq
+        ids = {name: page["process"][name] for name in ("workspace_id", "process_id")}
+        if page["truncated"]:
+            sent += page["truncated"]
+            yield frame({"type": "exec.truncated", "seq": sent, **ids, "missed": page["truncated"]})
+        for chunk in page["chunks"]:
+            if chunk["seq"] > sent:
+                sent = chunk["seq"]
+                yield frame(msgspec.to_builtins(ProcessOutput(**ids, **chunk)))
+        if page["exit"] is not None:
+            yield frame(page["exit"])
+            return
+        async for item in _live(socket):
+            if item is None:
+                yield b": keep-alive\n\n"
+                continue
+            _, event = item
+            if int(event["seq"]) <= sent:
+                continue
+            sent = int(event["seq"])
+            yield frame(event)
+            if event.get("type") == "exec.exit":
+                return
+    finally:
+        socket.close()
