@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import agent, github, ping, pool, restart, sampler, workspaces
+from bench import agent, github, http, ping, pool, restart, sampler, workspaces
 
 BENCHMARKS = {
     "ping": ping.main,
@@ -14,6 +14,7 @@ BENCHMARKS = {
     "sampler": sampler.main,
     "agent": agent.main,
     "github": github.main,
+    "http": http.main,
 }
 
 

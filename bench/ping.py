@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import zmq
 
-from bench.stats import summary, table
+from bench.common import free_port
+from bench.stats import interleaved, summary, table
 from runtime.wire import Client
 
 BASELINE = "raw zmq DEALER->ROUTER echo (baseline)"
@@ -36,34 +34,9 @@ while True:
 """
 
 
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _raw_ping(sock: zmq.Socket[bytes]) -> None:
     sock.send(b"\x84\xa2id\xa11\xa2op\xa4ping\xa5token\xa0\xa4args\x80")
     sock.recv()
-
-
-def _interleaved(
-    paths: dict[str, Callable[[], object]], n: int, warmup: int, rounds: int = 10
-) -> dict[str, list[float]]:
-    """Time each path in alternating rounds, so machine noise hits them alike."""
-    samples: dict[str, list[float]] = {name: [] for name in paths}
-    for call in paths.values():
-        for _ in range(warmup):
-            call()
-    per_round = max(1, n // rounds)
-    for _ in range(rounds):
-        for name, call in paths.items():
-            bucket = samples[name]
-            for _ in range(per_round):
-                began = time.perf_counter()
-                call()
-                bucket.append(time.perf_counter() - began)
-    return samples
 
 
 def main() -> None:
@@ -73,15 +46,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=500)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as state:
-        raw_endpoint = f"tcp://127.0.0.1:{_port()}"
-        endpoint = f"tcp://127.0.0.1:{_port()}"
+        raw_endpoint = f"tcp://127.0.0.1:{free_port()}"
+        endpoint = f"tcp://127.0.0.1:{free_port()}"
         env = {
             **os.environ,
             "ENABLE_AGENT_WORKSPACES": "false",
             "WORKSPACE_STATE_DIR": state,
             "WORKSPACE_AUTH_TOKEN": "bench-token-0123456789",
             "WORKSPACE_ZMQ_ENDPOINT": endpoint,
-            "WORKSPACE_ZMQ_EVENTS_ENDPOINT": f"tcp://127.0.0.1:{_port()}",
+            "WORKSPACE_ZMQ_EVENTS_ENDPOINT": f"tcp://127.0.0.1:{free_port()}",
         }
         root = Path(__file__).resolve().parent.parent
         echo = subprocess.Popen([sys.executable, "-c", _ECHO, raw_endpoint], stdout=subprocess.PIPE)
@@ -95,7 +68,7 @@ def main() -> None:
             raw.connect(raw_endpoint)
             with Client(endpoint, "bench-token-0123456789", timeout_s=30) as client:
                 client.ping()  # waits until the server listens
-                samples = _interleaved(
+                samples = interleaved(
                     {BASELINE: lambda: _raw_ping(raw), "client.ping() -> runtime gateway": client.ping},
                     args.n,
                     args.warmup,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 
 def percentile(samples: Sequence[float], pct: float) -> float:
@@ -39,3 +40,22 @@ def table(rows: Sequence[dict[str, float | str]], baseline: str | None = None) -
             f"{row['p99']:>8.1f}{unit} {row['mean']:>8.1f}{unit}  {ratio}"
         )
     return "\n".join(lines)
+
+
+def interleaved(
+    paths: dict[str, Callable[[], object]], n: int, warmup: int, rounds: int = 10
+) -> dict[str, list[float]]:
+    """Time each path in alternating rounds, so machine noise hits them alike."""
+    samples: dict[str, list[float]] = {name: [] for name in paths}
+    for call in paths.values():
+        for _ in range(warmup):
+            call()
+    per_round = max(1, n // rounds)
+    for _ in range(rounds):
+        for name, call in paths.items():
+            bucket = samples[name]
+            for _ in range(per_round):
+                began = time.perf_counter()
+                call()
+                bucket.append(time.perf_counter() - began)
+    return samples

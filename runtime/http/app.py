@@ -21,7 +21,19 @@ from runtime.errors import WorkspaceError
 from runtime.http.bridge import GatewayBridge
 from runtime.http.endpoints import API, ENDPOINTS, Endpoint, Incoming
 from runtime.http.openapi import document
-from runtime.http.responses import Asked, Receive, Response, Scope, Send, error, json, read_body, refused
+from runtime.http.responses import (
+    MAX_BODY,
+    Asked,
+    Receive,
+    Response,
+    Scope,
+    Send,
+    error,
+    json,
+    malformed,
+    read_body,
+    refused,
+)
 from runtime.http.streams import EventSource, StreamRoutes
 from runtime.messages import OPS, ErrorBody, FileData, decode_as, invalid_values
 from runtime.version import __version__
@@ -104,11 +116,12 @@ class HttpApp:
                 continue
             body = await read_body(receive)
             if body is None:
-                return json(413, {"error": ErrorBody("bad_request", "the body is too large", False)})
+                return malformed(f"the body is larger than {MAX_BODY >> 20} MiB", 413)
             return await self._call(endpoint, match.groupdict(), asked, body)
         if allowed:
-            refusal = {"error": ErrorBody("bad_request", f"{method} is not allowed on {path}", False)}
-            return json(405, refusal, [("allow", ", ".join(allowed))])
+            refusal = malformed(f"{method} is not allowed on {path}", 405)
+            refusal.headers.append(("allow", ", ".join(allowed)))
+            return refusal
         return json(404, {"error": ErrorBody("not_found", f"no such path: {path}", False)})
 
     async def _call(self, endpoint: Endpoint, params: dict[str, str], asked: Asked, body: bytes) -> Response:
@@ -118,9 +131,9 @@ class HttpApp:
             try:
                 loaded = msgspec.json.decode(body)
             except msgspec.DecodeError as exc:
-                return error("bad_request", f"the body is not JSON: {exc}")
+                return malformed(f"the body is not JSON: {exc}")
             if not isinstance(loaded, dict):
-                return error("bad_request", "the body is not a JSON object")
+                return malformed("the body is not a JSON object")
         values = endpoint.args(Incoming(params, asked.query, body, loaded))
         try:
             args = msgspec.convert(values, OPS[endpoint.op])

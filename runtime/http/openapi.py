@@ -80,11 +80,11 @@ def _path_parameters(path: str) -> list[dict[str, Any]]:
 
 
 _STATUSES = {
-    "400": "bad_request: malformed body",
+    "400": "bad_request: the body is not a JSON object",
     "401": "unauthorized: no or a wrong bearer token",
     "404": "not_found",
     "409": "conflict: the workspace's state does not allow it",
-    "422": "bad_request: a value breaks a rule",
+    "422": "bad_request: a value was refused (a rule, a path outside /workspace)",
     "429": "capacity (Retry-After)",
     "503": "provider_unavailable or disabled (Retry-After when retryable)",
     "504": "timeout",

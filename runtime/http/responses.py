@@ -2,9 +2,11 @@
 
 Wire error codes become statuses: not_found 404, conflict 409, capacity 429 (with
 ``Retry-After``), provider_unavailable and disabled 503 (``Retry-After`` when retryable),
-unauthorized 401 (with ``WWW-Authenticate: Bearer``), bad_request 400, or 422 when a value
-breaks a rule, timeout 504, internal 500. The JSON body is ``{"error": {"code",
-"message", "retryable"}}``: the wire protocol's error, unchanged.
+unauthorized 401 (with ``WWW-Authenticate: Bearer``), bad_request 422 (the request was
+read, and the runtime refused a value: a rule, a path outside ``/workspace``), timeout
+504, internal 500. A request the HTTP side cannot read (a body that is not a JSON object,
+too large) answers 400 (``malformed``), code ``bad_request``. The JSON body is
+``{"error": {"code", "message", "retryable"}}``: the wire protocol's error, unchanged.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ __all__ = [
     "Send",
     "error",
     "json",
+    "malformed",
     "read_body",
     "refused",
 ]
@@ -40,7 +43,7 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 STATUS = {
-    "bad_request": 400,
+    "bad_request": 422,
     "unauthorized": 401,
     "not_found": 404,
     "conflict": 409,
@@ -50,7 +53,7 @@ STATUS = {
     "timeout": 504,
     "internal": 500,
 }
-"""The HTTP status of each wire error code (a broken rule's ``bad_request`` is 422)."""
+"""The HTTP status of each wire error code."""
 RETRY_AFTER_S = 5
 """``Retry-After`` of a retryable 429 or 503."""
 JSON = "application/json"
@@ -121,13 +124,18 @@ def json(status: int, value: Any, headers: list[tuple[str, str]] | None = None) 
 
 def error(code: str, message: str, retryable: bool = False) -> Response:
     """The response of a wire error."""
-    status = 422 if code == "bad_request" and message.startswith("invalid args for") else STATUS.get(code, 500)
+    status = STATUS.get(code, 500)
     headers = []
     if code == "unauthorized":
         headers.append(("www-authenticate", 'Bearer realm="agent-workspaces"'))
     if status in (429, 503) and retryable:
         headers.append(("retry-after", str(RETRY_AFTER_S)))
     return json(status, {"error": ErrorBody(code, message, retryable)}, headers)
+
+
+def malformed(message: str, status: int = 400) -> Response:
+    """The response to a request the HTTP side cannot read (``bad_request``)."""
+    return json(status, {"error": ErrorBody("bad_request", message, False)})
 
 
 def refused(body: ErrorBody | None) -> Response:

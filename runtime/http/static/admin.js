@@ -155,7 +155,8 @@
     add("Disk", cell(bar(host.disk_pct)));
     add("Workspaces", `${stats.capacity.active} of ${stats.capacity.limit} slots`);
     if (host.reserved_cpu !== undefined) {
-      add("Reserved", `${host.reserved_cpu} CPUs, ${bytes(host.reserved_memory_bytes)}`);
+      const cpus = `${host.reserved_cpu} CPU${host.reserved_cpu === 1 ? "" : "s"}`;
+      add("Reserved", `${cpus}, ${bytes(host.reserved_memory_bytes)}`);
     }
     replace($("host"), list);
   }
