@@ -88,6 +88,7 @@ class Runtime:
         self._instance_id = ""
         self._metrics = Metrics(lambda: None if self._ctx is None else (self._ctx.statelog, self._ctx.boards))
         self._http: HttpServer | None = None
+        self._stop_callbacks: list[Callable[[], None]] = []
         self.token = ""
 
     # ------------------------------------------------------------------ lifecycle
@@ -237,6 +238,12 @@ class Runtime:
         for provider in self._providers.values():
             provider.close()  # agents end; their streamed processes are reported lost
         self._providers = {}
+        for callback in self._stop_callbacks:  # e.g. an HTTP app mounted by the host closes its sockets
+            try:
+                callback()
+            except Exception:
+                log.exception("a stop callback failed")
+        self._stop_callbacks.clear()
         if self._publisher is not None:
             self._publisher.close()
             self._publisher = None
@@ -295,6 +302,10 @@ class Runtime:
     def zmq_context(self) -> zmq.Context[zmq.Socket[bytes]]:
         """The ZeroMQ context of the Gateway (``inproc://`` endpoints need this very one)."""
         return self._zmq
+
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Have ``callback`` called once when the runtime stops, before its ZeroMQ context closes."""
+        self._stop_callbacks.append(callback)
 
     def events_after(self, seq: int, limit: int) -> list[AnyEvent]:
         """Up to ``limit`` recorded events with a ``seq`` above ``seq``, oldest first."""

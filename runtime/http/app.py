@@ -11,7 +11,11 @@ errors map to statuses as ``responses`` says.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,6 +57,9 @@ _EXEC_DEFAULT_S = 570.0
 _REPLY_GRACE_S = 30.0
 _REPLY_WAIT_S = 600.0
 _READY_TIMEOUT_S = 5.0
+_CLOSE_TIMEOUT_S = 5.0
+
+log = logging.getLogger(__name__)
 
 
 class Served(EventSource, Protocol):
@@ -60,6 +67,10 @@ class Served(EventSource, Protocol):
 
     token: str
     inproc_endpoint: str
+
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Have ``callback`` called when the runtime stops, before its ZeroMQ context closes."""
+        ...
 
 
 class HttpApp:
@@ -75,6 +86,9 @@ class HttpApp:
         self._streams = StreamRoutes(served, self._bridge)
         self._routes = [(endpoint.method, _pattern(endpoint.path), endpoint) for endpoint in ENDPOINTS]
         self._openapi = msgspec.json.encode(document())
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = False
+        served.on_stop(self._runtime_stopping)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection (``http`` and ``lifespan``)."""
@@ -83,7 +97,11 @@ class HttpApp:
             return
         if scope["type"] != "http":
             return
+        self._loop = asyncio.get_running_loop()
         asked = Asked.of(scope)
+        if self._stopped and asked.path != "/healthz":
+            await error("provider_unavailable", "the runtime has stopped", retryable=False).send(send)
+            return
         if asked.method == "GET" and asked.path == f"{API}/events":
             await self._streams.events(send, asked)
             return
@@ -167,6 +185,26 @@ class HttpApp:
                 self.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def _runtime_stopping(self) -> None:
+        """Close this app's sockets on its event loop before the runtime's ZeroMQ context closes.
+
+        (A context cannot close while a socket of it is open: an ASGI server still running
+        when the runtime stops would otherwise hold ``Runtime.stop`` forever.)
+        """
+        self._stopped = True
+        loop = self._loop
+        if loop is None or loop.is_closed() or not loop.is_running():
+            return
+        closing = asyncio.run_coroutine_threadsafe(self._close_sockets(), loop)
+        try:
+            closing.result(_CLOSE_TIMEOUT_S)
+        except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError, RuntimeError):
+            log.warning("the HTTP app's event loop did not close its sockets within %.0f s", _CLOSE_TIMEOUT_S)
+
+    async def _close_sockets(self) -> None:
+        await self._streams.ended(_CLOSE_TIMEOUT_S)
+        self._bridge.close()
 
     def end_streams(self) -> None:
         """End every open event stream (call on the serving event loop, before it stops)."""

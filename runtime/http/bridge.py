@@ -17,7 +17,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from runtime.errors import Timeout
+from runtime.errors import ProviderUnavailable, Timeout
 from runtime.messages import ArgsStruct, Reply, Request, decode_reply, encode
 
 __all__ = ["IDENTITY", "GatewayBridge"]
@@ -25,6 +25,12 @@ __all__ = ["IDENTITY", "GatewayBridge"]
 IDENTITY = b"http-api"
 """The bridge's ROUTER identity: fixed, so a request retried with its key is recognised even
 after the HTTP side restarted (``create`` stays exactly-once across runtime restarts)."""
+
+
+_ABORTED = ProviderUnavailable(
+    "the runtime stopped before this request finished; its outcome is unknown: check before retrying",
+    retryable=False,
+)
 
 
 class GatewayBridge:
@@ -82,6 +88,7 @@ class GatewayBridge:
 
         Raises:
             Timeout: No reply within ``timeout_s``.
+            ProviderUnavailable: The runtime stopped before it answered.
         """
         request_id = request_id or f"h-{secrets.token_hex(8)}"
         socket = self._ensure()
@@ -105,7 +112,7 @@ class GatewayBridge:
             self._socket = None
         for waiting in self._waiting.values():
             if not waiting.done():
-                waiting.cancel()
+                waiting.set_exception(_ABORTED)
         self._waiting.clear()
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ __all__ = ["API", "ENDPOINTS", "Endpoint", "Incoming"]
 
 API = "/api/v1/agent/workspaces"
 GITHUB = "/api/v1/agent/github"
+_DIGITS = re.compile("[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -103,12 +104,17 @@ def _stdin(incoming: Incoming) -> dict[str, Any]:
 
 def _output(incoming: Incoming) -> dict[str, Any]:
     after = incoming.one("after") or "0"
-    return {**_process(incoming), "after": int(after) if after.isdigit() else after}
+    return {**_process(incoming), "after": _number(after)}
 
 
 def _audit(incoming: Incoming) -> dict[str, Any]:
     numbers = {name: incoming.one(name) for name in ("after", "limit")}
-    return {name: int(value) if value.isdigit() else value for name, value in numbers.items() if value is not None}
+    return {name: _number(value) for name, value in numbers.items() if value is not None}
+
+
+def _number(value: str) -> int | str:
+    """ASCII digits as an int; anything else as given, for the op's struct to refuse."""
+    return int(value) if _DIGITS.fullmatch(value) else value
 
 
 ENDPOINTS: tuple[Endpoint, ...] = (

@@ -60,6 +60,7 @@ JSON = "application/json"
 MAX_BODY = 96 << 20
 """The largest request body read (a file write's bytes travel whole in one request)."""
 _BEARER = re.compile(r"bearer\s+(\S+)\s*", re.IGNORECASE)
+_DIGITS = re.compile("[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class Asked:
     def last_event_id(self) -> int | None:
         """``Last-Event-ID`` as a number, if given."""
         last = self.headers.get("last-event-id", "").strip()
-        return int(last) if last.isdigit() else None
+        return int(last) if _DIGITS.fullmatch(last) else None
 
 
 class Response:

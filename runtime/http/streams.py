@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import msgspec
 import zmq
 
+from runtime.errors import WorkspaceError
 from runtime.http.bridge import GatewayBridge
 from runtime.http.responses import Asked, Send, error, refused
 from runtime.http.sse import LOG_TOPICS, Stream, process_stream, subscribe, workspace_stream
@@ -74,6 +75,10 @@ class StreamRoutes:
         args = {"workspace_id": workspace_id, "process_id": process_id, "after": after}
         try:  # subscribed first: nothing published after this page is missed
             reply = await self._bridge.request("exec_output", args, asked.token, timeout_s=_ASK_TIMEOUT_S)
+        except WorkspaceError as exc:
+            socket.close()
+            await error(exc.code, exc.message, exc.retryable).send(send)
+            return
         except BaseException:
             socket.close()
             raise
@@ -89,9 +94,19 @@ class StreamRoutes:
         for task in self._open:
             task.cancel()
 
+    async def ended(self, timeout_s: float) -> None:
+        """End every open stream and wait until their sockets are closed."""
+        self.end()
+        if self._open:
+            await asyncio.wait(list(self._open), timeout=timeout_s)
+
     async def _authorized(self, send: Send, asked: Asked) -> bool:
         """Whether the caller's token is the runtime's (the Gateway judges); answers the refusal if not."""
-        reply = await self._bridge.request("ping", None, asked.token, timeout_s=_ASK_TIMEOUT_S)
+        try:
+            reply = await self._bridge.request("ping", None, asked.token, timeout_s=_ASK_TIMEOUT_S)
+        except WorkspaceError as exc:
+            await error(exc.code, exc.message, exc.retryable).send(send)
+            return False
         if not reply.ok:
             await refused(reply.error).send(send)
         return reply.ok
