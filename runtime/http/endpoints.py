@@ -94,7 +94,9 @@ def _write(incoming: Incoming) -> dict[str, Any]:
     mode = incoming.one("mode")
     written: dict[str, Any] = {**_read(incoming), "data": incoming.body}
     if mode is not None:
-        written["mode"] = int(mode, 8) if re.fullmatch("[0-7]{1,4}", mode) else mode  # any other is refused by its rule
+        written["mode"] = (
+            int(mode, 8) if re.fullmatch("[0-7]{1,4}", mode) else mode
+        )  # any other: refused by the op's struct
     return written
 
 
