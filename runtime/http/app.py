@@ -100,7 +100,12 @@ class HttpApp:
         self._loop = asyncio.get_running_loop()
         asked = Asked.of(scope)
         if self._stopped and asked.path != "/healthz":
-            await error("provider_unavailable", "the runtime has stopped", retryable=False).send(send)
+            stopped = (
+                json(503, {"ready": False})
+                if asked.path == "/readyz"
+                else error("provider_unavailable", "the runtime has stopped", retryable=False)
+            )
+            await stopped.send(send)
             return
         if asked.method == "GET" and asked.path == f"{API}/events":
             await self._streams.events(send, asked)

@@ -11,6 +11,7 @@ without a gap. Every event is ``id: <seq>``, ``event: <type>``, ``data: <JSON>``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Any, get_args
 
@@ -72,6 +73,22 @@ async def _live(socket: Any) -> AsyncGenerator[tuple[str, dict[str, Any]] | None
             yield frames[0].decode(), msgspec.msgpack.decode(frames[1])
 
 
+async def _live_after(socket: Any, sent: int, until: str | None = None) -> Stream:
+    """Live events with a ``seq`` above ``sent`` (older ones were replayed), up to one of type ``until``."""
+    async with contextlib.aclosing(_live(socket)) as events:
+        async for item in events:
+            if item is None:
+                yield b": keep-alive\n\n"
+                continue
+            _, event = item
+            if int(event.get("seq", 0)) <= sent:
+                continue
+            sent = int(event["seq"])
+            yield frame(event)
+            if event.get("type") == until:
+                return
+
+
 async def workspace_stream(
     socket: Any, topics: tuple[str, ...], last_seq: int | None, replay: Callable[[int, int], list[AnyEvent]]
 ) -> Stream:
@@ -89,14 +106,9 @@ async def workspace_stream(
                     yield frame(msgspec.to_builtins(event))
             if len(page) < _REPLAY_PAGE:
                 break
-        async for item in _live(socket):
-            if item is None:
-                yield b": keep-alive\n\n"
-                continue
-            _, live = item
-            if int(live.get("seq", 0)) > sent:
-                sent = int(live["seq"])
-                yield frame(live)
+        async with contextlib.aclosing(_live_after(socket, sent)) as live:
+            async for chunk in live:
+                yield chunk
     finally:
         socket.close()
 
@@ -119,16 +131,8 @@ async def process_stream(socket: Any, last_seq: int, page: dict[str, Any]) -> St
         if page["exit"] is not None:
             yield frame(page["exit"])
             return
-        async for item in _live(socket):
-            if item is None:
-                yield b": keep-alive\n\n"
-                continue
-            _, event = item
-            if int(event["seq"]) <= sent:
-                continue
-            sent = int(event["seq"])
-            yield frame(event)
-            if event.get("type") == "exec.exit":
-                return
+        async with contextlib.aclosing(_live_after(socket, sent, until="exec.exit")) as live:
+            async for chunk in live:
+                yield chunk
     finally:
         socket.close()

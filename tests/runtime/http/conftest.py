@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -53,6 +54,39 @@ def client(runtime: Runtime, token: str | None = None) -> httpx.Client:
 def http(runtime: Runtime) -> Iterator[httpx.Client]:
     with client(runtime) as made:
         yield made
+
+
+def open_stream(base_url: str, token: str, timeout_s: float = 30.0) -> tuple[threading.Thread, dict[str, Any]]:
+    """A client of ``/events`` in a thread of its own, returned once its response started.
+
+    ``outcome`` gets the ``status``, then ``ended`` (the server finished the response) or
+    the ``error`` that ended it.
+    """
+    connected = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def follow() -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        try:
+            with (
+                httpx.Client(base_url=base_url, headers=headers, timeout=timeout_s) as http,
+                http.stream("GET", f"{API}/events") as response,
+            ):
+                outcome["status"] = response.status_code
+                connected.set()
+                for _ in response.iter_bytes():
+                    pass
+            outcome["ended"] = True
+        except Exception as exc:
+            outcome["error"] = exc
+        finally:
+            connected.set()
+
+    client = threading.Thread(target=follow, daemon=True)
+    client.start()
+    assert connected.wait(timeout_s)
+    assert outcome.get("status") == 200, outcome
+    return client, outcome
 
 
 def error_of(response: httpx.Response) -> dict[str, Any]:

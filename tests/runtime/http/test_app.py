@@ -20,7 +20,7 @@ from runtime.messages import WorkspaceSpec
 from runtime.version import __version__
 from tests.conftest import MakeSettings
 from tests.fakes import FakeProvider
-from tests.runtime.http.conftest import API, EventStream, StartRuntime, client, error_of
+from tests.runtime.http.conftest import API, EventStream, StartRuntime, client, error_of, open_stream
 
 WRONG_TOKEN = "wrong-token-0123456789abcdef"
 
@@ -354,26 +354,7 @@ def test_stop_returns_while_an_event_stream_client_is_still_connected(
 ) -> None:
     caplog.set_level(logging.WARNING)
     runtime = start_runtime()
-    connected = threading.Event()
-    outcome: dict[str, Any] = {}
-
-    def follow() -> None:
-        try:
-            with client(runtime) as http, http.stream("GET", f"{API}/events") as response:
-                outcome["status"] = response.status_code
-                connected.set()
-                for _ in response.iter_bytes():
-                    pass
-            outcome["ended"] = True
-        except Exception as exc:
-            outcome["error"] = exc
-        finally:
-            connected.set()
-
-    thread = threading.Thread(target=follow, daemon=True)
-    thread.start()
-    assert connected.wait(10)
-    assert outcome.get("status") == 200, outcome
+    thread, outcome = open_stream(f"http://{runtime.http_address}", runtime.token)
     runtime.stop()
     thread.join(10)
     assert not thread.is_alive(), "the client's stream did not end"

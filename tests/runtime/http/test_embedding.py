@@ -15,7 +15,7 @@ import uvicorn
 from runtime.app import Runtime
 from runtime.http import HttpApp, app
 from runtime.http.responses import Receive, Scope, Send
-from tests.runtime.http.conftest import API
+from tests.runtime.http.conftest import API, open_stream
 
 _BOUND_S = 30.0
 """How long a thread is given to end (a safety net against a hang, not a measurement)."""
@@ -99,39 +99,10 @@ def test_the_hosts_shutdown_runs_the_apps_lifespan_shutdown_and_then_the_runtime
     assert stopped_in_time(fake_runtime), "Runtime.stop() hung after the host's server stopped"
 
 
-def open_stream(runtime: Runtime, host: Host) -> tuple[threading.Thread, dict[str, Any]]:
-    """A client of ``/events`` in a thread of its own, once its response started; ``outcome`` says how it ended."""
-    connected = threading.Event()
-    outcome: dict[str, Any] = {}
-
-    def follow() -> None:
-        headers = {"Authorization": f"Bearer {runtime.token}"}
-        try:
-            with (
-                httpx.Client(base_url=host.url, headers=headers, timeout=_BOUND_S) as http,
-                http.stream("GET", f"{API}/events") as response,
-            ):
-                outcome["status"] = response.status_code
-                connected.set()
-                for _ in response.iter_bytes():
-                    pass
-            outcome["ended"] = True
-        except Exception as exc:
-            outcome["error"] = exc
-        finally:
-            connected.set()
-
-    client = threading.Thread(target=follow, daemon=True)
-    client.start()
-    assert connected.wait(_BOUND_S)
-    assert outcome.get("status") == 200, outcome
-    return client, outcome
-
-
 def test_a_host_that_ends_the_streams_first_stops_with_an_event_stream_client_connected(
     fake_runtime: Runtime, host: Host
 ) -> None:
-    client, outcome = open_stream(fake_runtime, host)
+    client, outcome = open_stream(host.url, fake_runtime.token)
     assert host.loop is not None
     host.loop.call_soon_threadsafe(host.app.end_streams)  # as the runtime's own HttpServer does
     host.stop()
@@ -150,7 +121,7 @@ def test_a_host_with_a_graceful_shutdown_timeout_stops_with_an_event_stream_clie
     # stream stays open: docs/http.md has hosts set timeout_graceful_shutdown (or call
     # end_streams on the loop, above), after which uvicorn cancels what still runs.
     host = Host(app(fake_runtime), timeout_graceful_shutdown=1).start()
-    client, _ = open_stream(fake_runtime, host)
+    client, _ = open_stream(host.url, fake_runtime.token)
     host.stop()
     client.join(_BOUND_S)
     assert not host.thread.is_alive(), "the host's server did not stop"

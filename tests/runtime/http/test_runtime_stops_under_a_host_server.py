@@ -69,7 +69,8 @@ def test_stopping_the_runtime_under_a_running_host_server_returns_and_the_app_th
                 "message": "the runtime has stopped",
                 "retryable": False,
             }
-            assert client.get("/readyz").status_code == 503
+            ready = client.get("/readyz")
+            assert (ready.status_code, ready.json()) == (503, {"ready": False})
             assert client.get("/healthz").status_code == 200
     finally:
         server.should_exit = True
