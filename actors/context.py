@@ -16,6 +16,7 @@ from actors.supervision import Registry
 from runtime.config import Settings
 from runtime.errors import Conflict, InternalError, WorkspaceError
 from runtime.github import CredentialStore, GitHub
+from runtime.mcp import McpHost
 from runtime.messages import AlertCleared, AlertRaised, Completed, Event, GithubCredentialUsed, ReplyTo
 from runtime.monitoring.boards import Boards
 from runtime.providers.base import Provider
@@ -45,6 +46,7 @@ class ActorContext:
             each one's ProviderActor finishes the job when the provider first answers.
         credentials: The GitHub Apps and their sealed keys.
         github: Clones with the Apps' installation tokens.
+        mcp: The MCP servers (``None`` in a runtime built without them).
     """
 
     settings: Settings
@@ -58,6 +60,7 @@ class ActorContext:
     unreconciled: set[str] = field(default_factory=set)
     credentials: CredentialStore | None = None
     github: GitHub | None = None
+    mcp: McpHost | None = None
 
     def github_apps(self) -> tuple[CredentialStore, GitHub]:
         """The GitHub machinery (``Conflict`` in a runtime built without it)."""

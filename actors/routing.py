@@ -33,6 +33,8 @@ from runtime.messages import (
     GithubApp,
     ListArgs,
     ManageGithub,
+    McpCallArgs,
+    McpServerStatus,
     ProcessCall,
     ProviderStatus,
     ReadFile,
@@ -138,6 +140,17 @@ def _github_audit(ctx: ActorContext, _: ReplyTo, args: AuditArgs) -> list[Any]:
     return ctx.statelog.audited(args.after, args.limit)
 
 
+def _mcp_list(ctx: ActorContext, _: ReplyTo, __: ArgsStruct) -> list[McpServerStatus]:
+    return [] if ctx.mcp is None else ctx.mcp.statuses()
+
+
+def _mcp_call(ctx: ActorContext, reply_to: ReplyTo, args: McpCallArgs) -> Any:
+    if ctx.mcp is None:
+        raise NotFound(f"MCP server {args.name!r} does not exist (this runtime has no MCP servers)")
+    answer = ctx.mcp.call(reply_to, args.name, args.message)
+    return DEFERRED if answer is None else answer
+
+
 def _to_credentials(ctx: ActorContext, reply_to: ReplyTo, args: Any) -> Any:
     ctx.github_apps()  # refused at once in a runtime without them
     if not ctx.registry.tell(CREDENTIALS, ManageGithub(reply_to, args)):
@@ -196,6 +209,8 @@ ROUTES: Final[dict[str, Handler]] = {
     "github_key_rotate": _to_credentials,
     "github_audit": _github_audit,
     "git_clone": _to_workspace(GitClone),
+    "mcp_list": _mcp_list,
+    "mcp_call": _mcp_call,
 }
 """Every op of wire protocol v1 and its handler (``runtime.messages.OPS`` lists the same ops)."""
 

@@ -28,9 +28,11 @@ from actors.supervision import Sync
 from runtime.capacity import Admission, Pool
 from runtime.capacity.pool import adopt_pool_members
 from runtime.config import Settings
+from runtime.config.mcp import McpServerSpec, load_mcp_servers
 from runtime.errors import ProviderUnavailable
 from runtime.github import CredentialStore, GitHub, TokenBroker
 from runtime.http import HttpServer, app
+from runtime.mcp import Door, McpHost
 from runtime.messages import ACTIVE_STATES, AnyEvent, DestroyWorkspace, Event
 from runtime.monitoring.boards import Boards, Sweeps
 from runtime.monitoring.metrics import Metrics
@@ -89,6 +91,7 @@ class Runtime:
         self._metrics = Metrics(lambda: None if self._ctx is None else (self._ctx.statelog, self._ctx.boards))
         self._http: HttpServer | None = None
         self._stop_callbacks: list[Callable[[], None]] = []
+        self._mcp: McpHost | None = None
         self.token = ""
 
     # ------------------------------------------------------------------ lifecycle
@@ -99,6 +102,7 @@ class Runtime:
         settings = self.settings
         settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.token = load_or_create_token(settings)
+        mcp_servers = load_mcp_servers(settings.mcp_config)  # a wrong file stops start-up, naming the field
         publisher: dict[str, Outbox] = {}
 
         def publish(event: Event) -> None:  # runs in the state log's writer thread only
@@ -124,7 +128,7 @@ class Runtime:
             if settings.http_addr:  # before start-up reconciliation: /readyz says 503 meanwhile
                 self._http = HttpServer(app(self), settings.http_addr).start()
             if settings.enabled:
-                self._start_actors(self._statelog)
+                self._start_actors(self._statelog, mcp_servers)
         except BaseException:
             self._teardown()
             raise
@@ -152,7 +156,18 @@ class Runtime:
             }
         return dict(providers)
 
-    def _start_actors(self, statelog: StateLog) -> None:
+    def _mcp_door(self, statelog: StateLog) -> Door:
+        def client() -> Client:
+            return Client(self.inproc_endpoint, self.token, context=self._zmq, timeout_s=60.0)
+
+        return Door(
+            client=client,
+            subscribe=self.subscribe,
+            outbox=lambda: Outbox(self._zmq, self._outbox_endpoint),
+            publish=statelog.submit,
+        )
+
+    def _start_actors(self, statelog: StateLog, mcp_servers: list[McpServerSpec]) -> None:
         settings = self.settings
         self._providers = providers = self._make_providers(statelog.instance_id)
         unreconciled = reconcile_at_start(statelog, providers)
@@ -185,6 +200,7 @@ class Runtime:
             unreconciled=unreconciled,
             credentials=credentials,
             github=github,
+            mcp=McpHost(mcp_servers, self._mcp_door(statelog)),
         )
         self._supervisor = start_tree(ctx, self._escalated)
         # Serve only once every provider has been checked: Sync is handled after on_start.
@@ -197,6 +213,9 @@ class Runtime:
             ctx.deliver(workspace_id, DestroyWorkspace(None, reason=reason))
         self._ctx = ctx
         self._router.serve(ctx)  # requests are served from here on
+        if ctx.mcp is not None:  # they are clients of the runtime: after it serves
+            self._mcp = ctx.mcp
+            ctx.mcp.start()
 
     def _escalated(self, reason: str) -> None:
         self._failure = reason
@@ -211,6 +230,9 @@ class Runtime:
         and the sockets close.
         """
         aborted = 0
+        if self._mcp is not None:  # while the runtime still serves them: their servers' stdin is closed
+            self._mcp.stop()
+            self._mcp = None
         if self._gateway is not None:
             self._gateway.drain()
             deadline = time.monotonic() + grace_s
@@ -225,6 +247,9 @@ class Runtime:
         log.info("runtime stopped%s", f" ({aborted} request(s) aborted)" if aborted else "")
 
     def _teardown(self) -> None:
+        if self._mcp is not None:
+            self._mcp.stop()
+            self._mcp = None
         if self._http is not None:  # its requests in flight were answered by the drain above
             self._http.stop()
             self._http = None

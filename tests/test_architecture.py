@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("github", ("runtime.github",)),
     ("capacity", ("runtime.capacity",)),
     ("monitoring", ("runtime.monitoring",)),
+    ("mcp", ("runtime.mcp",)),
     ("http", ("runtime.http",)),
     ("actors", ("actors",)),
     ("app", ("runtime.app",)),
@@ -36,7 +37,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 """Each layer and the module prefixes in it (the most specific prefix decides)."""
 
 MAX_LINES = 400
-SENT_WHOLE = {"runtime.agent.program"}
+SENT_WHOLE = {"runtime.agent.program", "runtime.mcp.bridge_program"}
 """Modules allowed to be longer: the agent is one file sent whole into each workspace."""
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import msgspec
 
-from runtime.cli import github
+from runtime.cli import github, mcp
 from runtime.cli.tables import age, pairs, pct, print_json, records_table, size, states, table
 from runtime.errors import ConfigError, ProviderUnavailable
 from runtime.messages import ProcessInfo, ProcessOutput, Truncated, exec_topic_prefix
@@ -199,4 +199,5 @@ COMMANDS = {
     "cp": _cp,
     "github": github.github,
     "git": github.git,
+    "mcp": mcp.mcp,
 }

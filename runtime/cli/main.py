@@ -18,6 +18,7 @@ from types import FrameType
 from runtime.app import Runtime
 from runtime.cli.commands import COMMANDS
 from runtime.cli.github import add_parsers as add_github_parsers
+from runtime.cli.mcp import add_parsers as add_mcp_parsers
 from runtime.cli.tables import print_json
 from runtime.config import Settings, load_settings
 from runtime.errors import ConfigError, WorkspaceError
@@ -67,7 +68,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _client(settings: Settings, args: argparse.Namespace) -> Client:
-    return Client(args.endpoint or settings.zmq_endpoint, read_token(settings), timeout_s=args.timeout)
+    return Client(args.endpoint or settings.zmq_endpoint, args.token, timeout_s=args.timeout)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -144,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     for printed in (ls, get, providers, stats, extend):
         printed.add_argument("--json", action="store_true")
     add_github_parsers(commands)
+    add_mcp_parsers(commands)
     return parser
 
 
@@ -166,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(settings, args)
         args.events_endpoint = args.events_endpoint or settings.zmq_events_endpoint
+        args.token = read_token(settings)
         with _client(settings, args) as client:
             return COMMANDS[args.command](client, args)
     except ConfigError as exc:

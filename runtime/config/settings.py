@@ -171,6 +171,13 @@ VARIABLES: tuple[Variable, ...] = (
         "empty (no HTTP API) or host:port such as 127.0.0.1:7780",
     ),
     Variable(
+        "WORKSPACE_MCP_CONFIG",
+        "mcp_config",
+        "configs/mcp.toml",
+        values.path,
+        "the path of a TOML file declaring MCP servers (see configs/mcp.example.toml)",
+    ),
+    Variable(
         "GITHUB_API_URL",
         "github_api_url",
         "https://api.github.com",
@@ -214,6 +221,7 @@ class Settings:
     metrics_addr: str = ""
     github_api_url: str = "https://api.github.com"
     http_addr: str = ""
+    mcp_config: Path = Path("configs/mcp.toml")
     config_file: Path | None = None
 
     @property

@@ -7,7 +7,7 @@ encoded, so a client's request carries only what it sets.
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 from msgspec import Meta
@@ -27,6 +27,7 @@ from runtime.messages.rules import (
     ImageName,
     LabelKey,
     LabelValue,
+    McpName,
     PrivateKey,
     RepoRef,
     Seconds,
@@ -47,6 +48,7 @@ __all__ = [
     "GithubAppSetArgs",
     "GithubKeyArgs",
     "ListArgs",
+    "McpCallArgs",
     "NoArgs",
     "ReadFileArgs",
     "WorkspaceArgs",
@@ -212,6 +214,17 @@ class AuditArgs(ArgsStruct, kw_only=True, frozen=True):
     limit: Annotated[int, Meta(ge=1, le=1000)] = 100
 
 
+class McpCallArgs(ArgsStruct, frozen=True):
+    """Arguments of ``mcp_call``: one JSON-RPC message for the MCP server ``name``.
+
+    A request (``method`` and ``id``) is answered with the server's response; a
+    notification (``method``, no ``id``) is forwarded and answered with ``{}``.
+    """
+
+    name: McpName
+    message: dict[str, Any]
+
+
 OPS: Final[dict[str, type[ArgsStruct]]] = {
     "ping": NoArgs,
     "providers": NoArgs,
@@ -235,5 +248,7 @@ OPS: Final[dict[str, type[ArgsStruct]]] = {
     "github_key_rotate": GithubKeyArgs,
     "github_audit": AuditArgs,
     "git_clone": GitCloneArgs,
+    "mcp_list": NoArgs,
+    "mcp_call": McpCallArgs,
 }
 """Every op of wire protocol v1 and the struct its ``args`` decode to."""

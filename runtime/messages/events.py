@@ -6,11 +6,11 @@ subscriber in any language tells them apart by one field.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import msgspec
 
-from runtime.messages.records import State, WorkspaceRecord
+from runtime.messages.records import McpState, State, WorkspaceRecord
 
 __all__ = [
     "ActorCrashed",
@@ -21,6 +21,8 @@ __all__ = [
     "Event",
     "GithubAppChanged",
     "GithubCredentialUsed",
+    "McpNotification",
+    "McpServerChanged",
     "ProviderHealthChanged",
     "WorkspaceStateChanged",
 ]
@@ -115,6 +117,25 @@ class GithubCredentialUsed(Event, frozen=True, tag="github.used"):
     error: str | None = None
 
 
+class McpServerChanged(Event, frozen=True, tag="mcp.state"):
+    """An MCP server's status changed (the fields of ``mcp_list``'s entries)."""
+
+    topic: ClassVar[str] = "mcp"
+    name: str
+    state: McpState
+    workspace_id: str | None
+    restarts: int
+    error: str | None = None
+
+
+class McpNotification(Event, frozen=True, tag="mcp.notification"):
+    """A JSON-RPC notification an MCP server sent (e.g. ``notifications/tools/list_changed``)."""
+
+    topic: ClassVar[str] = "mcp"
+    name: str
+    message: dict[str, Any]
+
+
 AnyEvent = (
     WorkspaceStateChanged
     | AlertRaised
@@ -123,5 +144,7 @@ AnyEvent = (
     | ProviderHealthChanged
     | GithubAppChanged
     | GithubCredentialUsed
+    | McpServerChanged
+    | McpNotification
 )
 """Every event the state log records."""

@@ -12,6 +12,8 @@ __all__ = [
     "ExecResult",
     "FileData",
     "GithubApp",
+    "McpServerStatus",
+    "McpState",
     "ProviderStatus",
     "Snapshot",
     "State",
@@ -53,6 +55,30 @@ class WorkspaceRecord(msgspec.Struct, frozen=True, kw_only=True):
     oom_kills: int = 0
     disk_used_bytes: int | None = None
     fallback_from: str | None = None
+
+
+McpState = Literal["starting", "ready", "failed", "stopped"]
+
+
+class McpServerStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """An MCP server as ``mcp_list`` reports it.
+
+    ``state``: ``starting`` (its workspace and process are on their way), ``ready``
+    (initialized: ``mcp_call`` reaches it), ``failed`` (``error`` says why; it is retried
+    with backoff), ``stopped`` (not auto-started, or the runtime is stopping).
+    ``restarts`` counts the starts after the first; ``transport`` is ``stdio`` or
+    ``streamable-http``; ``retry_at`` is when a failed server is tried again.
+    """
+
+    name: str
+    state: McpState
+    workspace_id: str | None
+    restarts: int
+    error: str | None
+    image: str = ""
+    transport: str = "stdio"
+    process_id: str | None = None
+    retry_at: float | None = None
 
 
 class WorkspaceSpec(msgspec.Struct, frozen=True, kw_only=True):

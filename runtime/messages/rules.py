@@ -37,6 +37,7 @@ __all__ = [
     "ImageName",
     "LabelKey",
     "LabelValue",
+    "McpName",
     "PrivateKey",
     "RepoRef",
     "Seconds",
@@ -86,6 +87,14 @@ LabelKey = Annotated[
     str, _meta(_LABEL.replace("{key!r}", "{value!r}"), "A label key", regex=r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
 ]
 LabelValue = Annotated[str, _meta(_LABEL, "A label value", max_length=256)]
+McpName = Annotated[
+    str,
+    _meta(
+        "{name}={value!r} is not a valid MCP server name: 1-63 of [A-Za-z0-9._-], first a letter or digit",
+        "An MCP server's name",
+        regex=r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}",
+    ),
+]
 Cmd = (
     Annotated[
         list[str], _meta("cmd is empty", "argv: the program first", min_length=1, check=lambda argv: bool(argv[0]))

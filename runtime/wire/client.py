@@ -41,6 +41,8 @@ from runtime.messages import (
     GithubCredentialUsed,
     GithubKeyArgs,
     ListArgs,
+    McpCallArgs,
+    McpServerStatus,
     OutputPage,
     ProcessInfo,
     ProviderStatus,
@@ -352,6 +354,17 @@ class Client:
         """The recorded uses of credentials with ``seq > after``, oldest first."""
         raw = self.request("github_audit", AuditArgs(after=after, limit=limit))
         return decode_as(raw, builtins.list[GithubCredentialUsed])
+
+    # ------------------------------------------------------------------ MCP servers
+
+    def mcp_list(self) -> builtins.list[McpServerStatus]:
+        """The configured MCP servers and their states."""
+        return decode_as(self.request("mcp_list"), builtins.list[McpServerStatus])
+
+    def mcp_call(self, name: str, message: Mapping[str, Any], *, timeout_s: float | None = None) -> dict[str, Any]:
+        """Send one JSON-RPC message to the MCP server ``name``; its response (``{}`` for a notification)."""
+        raw = self.request("mcp_call", McpCallArgs(name=name, message=dict(message)), timeout_s=timeout_s)
+        return decode_as(raw, dict[str, Any])
 
     def git_clone(
         self,

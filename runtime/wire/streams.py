@@ -17,6 +17,7 @@ stream has been quiet for ``idle_s``, it asks the runtime for what it kept
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -55,8 +56,11 @@ def follow(
     *,
     idle_s: float = 1.0,
     timeout_s: float | None = None,
+    stop: threading.Event | None = None,
 ) -> Iterator[StreamEvent]:
     """Yield the process's output in order, then its exit (see the module docstring).
+
+    ``stop``, once set, ends the iteration early (within ``idle_s``).
 
     Raises:
         Timeout: ``timeout_s`` passed before the process ended.
@@ -64,7 +68,7 @@ def follow(
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     expected = 1
     heard = time.monotonic()  # when this process last had news
-    while True:
+    while stop is None or not stop.is_set():
         if deadline is not None and time.monotonic() >= deadline:
             raise Timeout(f"process {process.process_id} did not end within {timeout_s:g} s")
         try:
