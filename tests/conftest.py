@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +165,41 @@ def make_docker_runtime(make_settings: MakeSettings, docker_client: Any) -> Iter
 def docker_runtime(make_docker_runtime: MakeDockerRuntime) -> Runtime:
     """A runtime on the real Docker daemon (gVisor), checked for leftovers afterwards."""
     return make_docker_runtime()
+
+
+# ---------------------------------------------------------------------- MCP servers
+
+MCP_DEMO_IMAGE = "agent-workspaces/mcp-demo:latest"
+MCP_DEMO_COMMAND = ["python3", "/opt/mcp/server.py"]
+"""The demo server (examples/mcp/demo_server.py: tools echo, add, whoami) in its image; `--http PORT` for HTTP."""
+
+
+@pytest.fixture(scope="session")
+def mcp_demo_image(docker_client: Any) -> str:
+    """The demo MCP server's image, built from the base image (kept between runs, like the base image)."""
+    script = ROOT / "scripts" / "build-mcp-demo-image.sh"
+    subprocess.run([str(script), MCP_DEMO_IMAGE], check=True, cwd=ROOT, env={**os.environ, "PY": sys.executable})
+    return MCP_DEMO_IMAGE
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{key} = {_toml(item)}" for key, item in value.items()) + " }"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
+def write_mcp_config(path: Path, servers: Sequence[dict[str, Any]]) -> Path:
+    """Write ``servers`` as a WORKSPACE_MCP_CONFIG file (``[[servers]]`` tables); return its path."""
+    lines = []
+    for server in servers:
+        lines.append("[[servers]]")
+        lines += [f"{key} = {_toml(value)}" for key, value in server.items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
