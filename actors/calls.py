@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from runtime.agent import files
-from runtime.errors import Conflict
+from runtime.errors import Conflict, ProviderUnavailable
 from runtime.github import GitHub
 from runtime.messages import (
     Command,
@@ -27,10 +27,11 @@ from runtime.messages import (
     WriteFile,
     signal_number,
 )
+from runtime.monitoring.boards import Boards
 from runtime.providers.base import Commands
 from runtime.state.processes import ProcessTable
 
-__all__ = ["DESCRIPTIONS", "Call", "prepare"]
+__all__ = ["DESCRIPTIONS", "Call", "prepare", "unavailable"]
 
 Call = Callable[[], object]
 
@@ -44,6 +45,17 @@ DESCRIPTIONS = {
     "git_clone": "clone",
 }
 """How each kind of call is named in errors ("... while the command ran")."""
+
+
+def unavailable(boards: Boards, entry: StoredWorkspace | None) -> ProviderUnavailable | None:
+    """Why the provider cannot serve the workspace of ``entry`` now (its health check failed)."""
+    if entry is None:
+        return None
+    name = entry.record.provider
+    status = boards.providers.get(name)
+    if status is None or status.healthy:
+        return None
+    return ProviderUnavailable(f"provider {name} is unhealthy: {status.detail}")
 
 
 def command(args: ExecArgs, entry: StoredWorkspace) -> Command:

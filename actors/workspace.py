@@ -79,6 +79,7 @@ class WorkspaceActor(ChildActor):
         self._inflight = 0
         self._destroy_waiters: list[ReplyTo | None] = []
         self._destroy_reason: str | None = None
+        self._stopping = False  # decided: pykka's stop message is queued behind what came meanwhile
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -95,15 +96,19 @@ class WorkspaceActor(ChildActor):
     def stopped(self) -> None:
         # Anything still queued reached us after we decided to stop: answer it.
         while self._outbox is not None and not self.actor_inbox.empty():
-            message = self.actor_inbox.get().message
-            reply_to = getattr(message, "reply_to", None)
-            if isinstance(reply_to, ReplyTo):
-                self._outbox.fail(reply_to, Conflict(f"workspace {self._id} is {self._state()}", retryable=True))
+            self._refuse_late(self.actor_inbox.get().message)
         if self._outbox is not None:
             self._outbox.close()
             self._outbox = None
 
+    def _refuse_late(self, message: Any) -> None:
+        reply_to = getattr(message, "reply_to", None)
+        if isinstance(reply_to, ReplyTo) and self._outbox is not None:
+            self._outbox.fail(reply_to, Conflict(f"workspace {self._id} is {self._state()}", retryable=True))
+
     def handle(self, message: Any) -> Any:
+        if self._stopping:  # work begun now would be lost with this actor: the client retries, a new one takes it
+            return self._refuse_late(message)
         try:
             self._handle(message)
         except Exception as exc:
@@ -134,6 +139,7 @@ class WorkspaceActor(ChildActor):
         else:
             super().handle(message)
         if self._state() in ("destroyed", "failed") and self._inflight == 0 and not self._destroy_waiters:
+            self._stopping = True
             self.stop()
 
     # ------------------------------------------------------------------ helpers
@@ -232,14 +238,7 @@ class WorkspaceActor(ChildActor):
     # ------------------------------------------------------------------ calls: exec and files
 
     def _unavailable(self) -> ProviderUnavailable | None:
-        """Why the provider cannot serve this workspace now (its health check failed)."""
-        if self._entry is None:
-            return None
-        name = self._entry.record.provider
-        status = self._ctx.boards.providers.get(name)
-        if status is None or status.healthy:
-            return None
-        return ProviderUnavailable(f"provider {name} is unhealthy: {status.detail}")
+        return calls.unavailable(self._ctx.boards, self._entry)
 
     def _start_call(self, message: RunExec | WriteFile | ReadFile | ProcessCall | GitClone) -> None:
         state = self._state()

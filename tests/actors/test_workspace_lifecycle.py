@@ -7,11 +7,15 @@ from collections.abc import Iterator
 
 import pytest
 
+from actors.names import workspace_name
+from actors.workspace import WorkspaceActor
 from runtime.app import Runtime
 from runtime.errors import BadRequest, CapacityExceeded, Conflict, Disabled, NotFound, ProviderUnavailable
+from runtime.messages import Completed
 from runtime.wire import Client
 from tests.conftest import MakeSettings
 from tests.fakes import FakeProvider
+from tests.helpers import poll_until
 
 
 @pytest.fixture
@@ -165,6 +169,60 @@ def test_a_failed_create_is_recorded_and_frees_its_slot(make_settings: MakeSetti
             c.destroy(failed.id)
             assert c.get(failed.id).state == "destroyed"
     finally:
+        runtime.stop()
+
+
+def test_a_destroy_queued_behind_a_failed_create_is_answered(
+    make_settings: MakeSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The failed create's actor decides to stop; a destroy already in its mailbox used to be
+    # taken up and then lost with the actor (its client waited for nothing). Now it is refused
+    # as retryable, and the client's retry reaches a new actor.
+    held = threading.Event()
+    real_booted = WorkspaceActor._booted
+
+    def booted(self: WorkspaceActor, done: Completed) -> None:
+        held.wait(30)
+        real_booted(self, done)
+
+    monkeypatch.setattr(WorkspaceActor, "_booted", booted)
+    provider = FakeProvider(fail_create=ProviderUnavailable("no such image", retryable=False))
+    runtime = Runtime(make_settings(), providers={"gvisor": provider}).start()
+    outcomes: list[BaseException | None] = []
+    try:
+        with runtime.client() as creator, runtime.client(timeout_s=10) as destroyer:
+            destroyer.retries = 3
+
+            def create() -> None:
+                with pytest.raises(ProviderUnavailable, match="no such image"):
+                    creator.create()
+
+            creating = threading.Thread(target=create)
+            creating.start()
+            poll_until(lambda: bool(destroyer.list(state="creating")))
+            [record] = destroyer.list(state="creating")
+            assert runtime.context is not None
+            actor = runtime.context.registry.get(workspace_name(record.id))
+            assert actor is not None
+
+            def destroy() -> None:
+                try:
+                    destroyer.destroy(record.id)
+                except BaseException as exc:  # reported below
+                    outcomes.append(exc)
+                else:
+                    outcomes.append(None)
+
+            destroying = threading.Thread(target=destroy)
+            destroying.start()
+            poll_until(lambda: actor.actor_inbox.qsize() > 0)  # the destroy waits behind the failed create
+            held.set()
+            creating.join(30)
+            destroying.join(30)
+            assert outcomes == [None]
+            assert destroyer.get(record.id).state == "destroyed"
+    finally:
+        held.set()
         runtime.stop()
 
 
