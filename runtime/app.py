@@ -158,7 +158,8 @@ class Runtime:
 
     def _mcp_door(self, statelog: StateLog) -> Door:
         def client() -> Client:
-            return Client(self.inproc_endpoint, self.token, context=self._zmq, timeout_s=60.0)
+            # Retryable answers (e.g. a workspace actor that was stopping) are retried with the same id.
+            return Client(self.inproc_endpoint, self.token, context=self._zmq, timeout_s=60.0, retries=3)
 
         return Door(
             client=client,

@@ -48,6 +48,8 @@ def make_settings(tmp_path: Path) -> MakeSettings:
             # The sampler's alerts (host CPU, reserved CPU...) would depend on the machine:
             # tests that want samples set their own interval.
             "sample_interval_s": 3600.0,
+            # No MCP servers unless a test declares some (a configs/mcp.toml in the checkout is not the tests').
+            "mcp_config": tmp_path / "mcp-none.toml",
         }
         values.update(changes)
         return base.replace(**values)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from runtime.errors import Conflict, NotFound, ProviderUnavailable
 from runtime.messages import BackendState, Command, ContainerEvent, ExecResult, Probe, ResourceUsage, WorkspaceSpec
 from runtime.providers.base import ProcessSink
+from tests.fake_mcp import FakeMcpServer
 
 
 class FakeWatch:
@@ -37,7 +38,8 @@ class FakeProvider:
         ``fail_create`` makes create raise; ``healthy`` drives the probe; ``disk`` is what
         ``disk_usage`` reports per handle; ``emit`` pushes a backend event. A spawned process
         writes its argv to stderr and echoes its stdin to stdout; it exits 0 when its stdin
-        closes and 128 + the signal when killed.
+        closes and 128 + the signal when killed. A process started as ``fake-mcp`` is an MCP
+        server instead (``tests.fake_mcp.FakeMcpServer``, in ``mcp_servers`` by process key).
     """
 
     name: str = "gvisor"
@@ -58,6 +60,7 @@ class FakeProvider:
     execs: int = 0
     usage: dict[str, ResourceUsage] = field(default_factory=dict)
     processes: dict[str, ProcessSink] = field(default_factory=dict)
+    mcp_servers: dict[str, FakeMcpServer] = field(default_factory=dict)
     files: dict[tuple[str, str], bytes] = field(default_factory=dict)
     closed: bool = False
 
@@ -149,6 +152,8 @@ class FakeProvider:
                 raise NotFound(f"no workspace {handle}")
             self.processes[key] = sink
             pid = 100 + len(self.processes)
+            if command.argv[:1] == ["fake-mcp"]:
+                self.mcp_servers[key] = FakeMcpServer()
         sink.output("stderr", " ".join(command.argv).encode())
         if command.stdin:
             sink.output("stdout", command.stdin)
@@ -161,7 +166,14 @@ class FakeProvider:
             sink = self.processes.get(key)
         if sink is None:
             raise Conflict(f"process {key} is not running")
-        if data:
+        server = self.mcp_servers.get(key)
+        if server is not None and data:
+            now, held = server.feed(data)
+            if now:
+                sink.output("stdout", now)
+            for release, answer in held:
+                threading.Thread(target=lambda r=release, a=answer: r.wait(30) and sink.output("stdout", a)).start()
+        elif data:
             sink.output("stdout", data)
         if close:
             self._end(key, 0)

@@ -69,7 +69,9 @@ ROOT = "/workspace"
 _SIZES = struct.Struct(">II")
 _CHUNK = 65536
 _DEFAULT_LIMIT = 8 << 20
-_COALESCE_S = 0.002  # small writes of a spawned command are sent together, at most this late
+_COALESCE_S = 0.002  # small writes of a spawned command are sent together, at most this late ...
+# ... unless it is interactive (stdin kept open: a REPL, an MCP server) and a line ended: its
+# reader waits for that line, and 2 ms per answer is most of a round trip.
 _GRACE_S = 1.0  # after a timeout's SIGKILL, how long a command's escaped children may hold its pipes
 _REKILL_EVERY_S = 0.05  # a SIGKILLed group is killed again while members remain ...
 _REKILL_FOR_S = 5.0  # ... for this long (a fork racing the first kill escapes it under gVisor)
@@ -172,7 +174,8 @@ class _Process:
         if cwd is not None and not os.path.isdir(cwd):
             raise _Refused("bad_request", f"cwd {cwd} is not a directory in the workspace")
         # A command given no input and no open stdin reads /dev/null: one pipe fewer to make.
-        needs_stdin = bool(stdin) or (spawned and bool(request.get("stdin_open")))
+        self.interactive = spawned and bool(request.get("stdin_open"))
+        needs_stdin = bool(stdin) or self.interactive
         self.popen = subprocess.Popen(
             list(request["argv"]),
             cwd=cwd,
@@ -408,7 +411,7 @@ class Agent:
             if process.spawned:
                 unsent = process.unsent[stream]
                 unsent += chunk
-                if len(unsent) >= _CHUNK:
+                if len(unsent) >= _CHUNK or (process.interactive and unsent.endswith(b"\n")):
                     self._flush(process, stream)
                 elif process.flush_at is None:
                     process.flush_at = time.monotonic() + _COALESCE_S

@@ -92,6 +92,7 @@ class ServerRunner:
             transport=spec.transport,
         )  # fmt: skip
         self._live: _Live | None = None
+        self._link: Link | None = None  # while a process runs
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"mcp-{spec.name}", daemon=True)
 
@@ -110,6 +111,9 @@ class ServerRunner:
     def stop(self) -> None:
         """Ask the server to end (its stdin is closed) and stop restarting it; see ``join``."""
         self._stop.set()
+        link = self._link
+        if link is not None:
+            link.finish(kill=False)
 
     def join(self, timeout_s: float) -> None:
         """Wait for the runner to end."""
@@ -187,13 +191,14 @@ class ServerRunner:
                 client=self._door.client, outbox=self._door.outbox,
             )  # fmt: skip
             link.start()
+            self._link = link
             link.send(mux.handshake())
             outbox = self._door.outbox()
             ended = False
             try:
                 reason, ended = self._read(client, events, process, _Live(mux, link), outbox)
             finally:
-                self._live = None
+                self._live = self._link = None
                 link.finish(kill=not ended and not self._stop.is_set())
                 link.join()
                 lost = ProviderUnavailable(
@@ -279,8 +284,11 @@ class ServerRunner:
                 persistent=True, timeout_s=_CREATE_TIMEOUT_S,
             )  # fmt: skip
         except WorkspaceError:
-            for failed in client.list(labels={MCP_LABEL: spec.name}, state="failed"):
-                client.destroy(failed.id)  # a failed try leaves nothing behind, not even its record
+            try:  # a failed try leaves nothing behind, not even its record
+                for failed in client.list(labels={MCP_LABEL: spec.name}, state="failed"):
+                    client.destroy(failed.id)
+            except WorkspaceError as exc:
+                log.warning("MCP server %s: its failed workspace is not destroyed yet: %s", spec.name, exc.message)
             raise
         log.info("MCP server %s: created its workspace %s", spec.name, record.id)
         return record.id

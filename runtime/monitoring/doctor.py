@@ -5,8 +5,8 @@ sentence. The checks follow the deployment guide's troubleshooting section: the 
 daemon answers, disk space, the base image, gVisor's ``runsc`` runs a container, the
 providers are healthy, there is headroom under ``WORKSPACE_MAX_CONCURRENT``, the
 configuration (and the master switch MCP servers need) is right, the state directory is
-writable. The runtime's own view (providers, capacity) is asked over its endpoint when
-it runs.
+writable, the MCP servers' file reads and their images are present. The runtime's own
+view (providers, capacity, MCP servers) is asked over its endpoint when it runs.
 """
 
 from __future__ import annotations
@@ -15,33 +15,23 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from typing import Any
 
 import docker
-import msgspec
 import psutil
 
 from runtime.config import Settings, load_settings
 from runtime.errors import ConfigError, WorkspaceError
+from runtime.monitoring.checks import Check
+from runtime.monitoring.doctor_mcp import mcp_config, mcp_images, mcp_status
 from runtime.wire.auth import read_token
 from runtime.wire.client import Client
 
 __all__ = ["Check", "run_checks"]
 
-Status = Literal["PASS", "WARN", "FAIL"]
-
 _DOCTOR_LABEL = "agent-workspaces.doctor"
 _DISK_FAIL_PCT = 95.0
 _RUNTIME_TIMEOUT_S = 3.0
-
-
-class Check(msgspec.Struct, frozen=True):
-    """One check's outcome."""
-
-    name: str
-    status: Status
-    detail: str
-    fix: str = ""
 
 
 def run_checks(env: dict[str, str] | None = None) -> list[Check]:
@@ -55,11 +45,15 @@ def run_checks(env: dict[str, str] | None = None) -> list[Check]:
     checks.append(Check("configuration", "PASS", f"every variable is valid (file: {where})"))
     checks.append(_master_switch(settings))
     checks.append(_state_dir(settings))
+    mcp, mcp_servers = mcp_config(settings)
+    checks.append(mcp)
     client = _docker()
     checks.append(_daemon(client))
     if isinstance(client, docker.DockerClient):
         with contextlib.closing(client):
             checks += [_disk(client, settings), _image(client, settings), _runsc(client, settings)]
+            images = mcp_images(client, mcp_servers)
+            checks += [images] if images is not None else []
     else:
         skipped = "not checked: the Docker daemon does not answer"
         checks += [Check(name, "WARN", skipped, "start Docker first") for name in ("disk space", "base image", "runsc")]
@@ -227,6 +221,9 @@ def _runtime(settings: Settings) -> Iterator[Check]:
         yield Check("capacity", "WARN", detail, fix)
     else:
         yield Check("capacity", "PASS", detail)
+    status = mcp_status(ask("mcp_list"))
+    if status is not None:
+        yield status
 
 
 def _asker(settings: Settings, token: str) -> Callable[[str], Any]:
