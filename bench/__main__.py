@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import agent, github, http, ping, pool, restart, sampler, workspaces
+from bench import agent, github, http, mcp, ping, pool, restart, sampler, workspaces
 
 BENCHMARKS = {
     "ping": ping.main,
@@ -15,6 +15,7 @@ BENCHMARKS = {
     "agent": agent.main,
     "github": github.main,
     "http": http.main,
+    "mcp": mcp.main,
 }
 
 
