@@ -16,8 +16,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import secrets
+import stat
 import sys
+from collections.abc import Awaitable, Callable
 from typing import IO, Any
 
 import msgspec
@@ -35,6 +38,7 @@ _INVALID_REQUEST = -32600
 _INTERNAL_ERROR = -32603
 _RETRY_PAUSE_S = 0.2
 _RETRY_PAUSE_MAX_S = 2.0
+_MAX_LINE = 64 << 20
 
 
 class _Relay:
@@ -113,6 +117,19 @@ class _Relay:
             self._waiting.pop(request_id, None)
 
 
+async def _line_reader(stdin: IO[bytes]) -> Callable[[], Awaitable[bytes]]:
+    """Reads one line at a time: on the event loop from a pipe or socket (as MCP clients connect), else on a thread.
+
+    (A file cannot be polled, and a terminal must not be left non-blocking for the shell.)
+    """
+    mode = os.fstat(stdin.fileno()).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        return lambda: asyncio.to_thread(stdin.readline)
+    reader = asyncio.StreamReader(limit=_MAX_LINE)
+    await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
+    return reader.readline
+
+
 async def _run(relay: _Relay, endpoint: str, events_endpoint: str, stdin: IO[bytes]) -> int:
     context = zmq.Context()
     socket = zmq.asyncio.Context.shadow(context.underlying).socket(zmq.DEALER)
@@ -122,7 +139,15 @@ async def _run(relay: _Relay, endpoint: str, events_endpoint: str, stdin: IO[byt
     background = [asyncio.create_task(relay.replies(socket)), asyncio.create_task(relay.notifications(events))]
     calls: set[asyncio.Task[None]] = set()
     try:
-        while line := await asyncio.to_thread(stdin.readline):
+        read_line = await _line_reader(stdin)
+        while True:
+            try:
+                line = await read_line()
+            except ValueError:  # longer than _MAX_LINE: dropped
+                relay.write({"jsonrpc": "2.0", "id": None, "error": {"code": _PARSE_ERROR, "message": "Line too long"}})
+                continue
+            if not line:
+                break
             if not line.strip():
                 continue
             try:

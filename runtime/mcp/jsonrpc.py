@@ -58,7 +58,7 @@ class Answer:
 
 @dataclass(frozen=True)
 class Forward:
-    """Write ``line`` to the server; its response goes to the caller later (``None``: nothing to wait for)."""
+    """Write ``line`` to the server (a request's response goes to its caller later)."""
 
     line: bytes
 

@@ -124,3 +124,12 @@ def test_runtime_errors_and_bad_lines_become_json_rpc_errors(runtime: Runtime) -
     assert "auto_start is false" in error["error"]["message"]
     assert error["error"]["data"] == {"code": "provider_unavailable", "retryable": False}
     assert session.close() == 0
+
+
+def test_a_file_as_standard_input_is_read_too(runtime: Runtime, tmp_path: Path) -> None:
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}) + "\n")
+    responses = tmp_path / "responses.jsonl"
+    with requests.open("rb") as stdin, responses.open("wb") as stdout:
+        assert relay(runtime.endpoint, runtime.events_endpoint, runtime.token, "fake", stdin=stdin, stdout=stdout) == 0
+    assert json.loads(responses.read_text()) == {"jsonrpc": "2.0", "id": 1, "result": {}}
