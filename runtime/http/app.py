@@ -2,7 +2,8 @@
 
 Routes: ``/healthz`` (live) and ``/readyz`` (ready after start-up reconciliation), with no
 token; the ops as REST under ``/api/v1/agent/workspaces`` and ``/api/v1/agent/github``
-(``endpoints.ENDPOINTS``); server-sent events (``streams``); the OpenAPI document at
+(``endpoints.ENDPOINTS``); server-sent events (``streams``); the MCP servers over MCP's
+streamable HTTP at ``/api/v1/agent/workspaces/mcp/{name}`` (``mcp``); the OpenAPI document at
 ``/api/v1/openapi.json`` and its reading at ``/api/v1/docs``; the admin page at ``/``.
 Every op goes through the Gateway (``bridge``) with the caller's bearer token, so the
 token check, the rules, ``Idempotency-Key`` retries and the metrics are those of ZeroMQ;
@@ -24,6 +25,7 @@ import msgspec
 from runtime.errors import WorkspaceError
 from runtime.http.bridge import GatewayBridge
 from runtime.http.endpoints import API, ENDPOINTS, Endpoint, Incoming
+from runtime.http.mcp import MCP_PATH, McpRoutes
 from runtime.http.openapi import document
 from runtime.http.responses import (
     MAX_BODY,
@@ -84,6 +86,7 @@ class HttpApp:
         self._served = served
         self._bridge = GatewayBridge(served.zmq_context, served.inproc_endpoint)
         self._streams = StreamRoutes(served, self._bridge)
+        self._mcp = McpRoutes(served, self._bridge, self._streams)
         self._routes = [(endpoint.method, _pattern(endpoint.path), endpoint) for endpoint in ENDPOINTS]
         self._openapi = msgspec.json.encode(document())
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -114,6 +117,10 @@ class HttpApp:
         if asked.method == "GET" and process is not None:
             await self._streams.process_events(send, asked, process.group(1), process.group(2))
             return
+        mcp = MCP_PATH.fullmatch(asked.path)
+        if mcp is not None:  # before the table: `{workspace_id}/files` would take a server called "files"
+            await self._mcp.serve(asked, receive, send, mcp.group(1))
+            return
         response = await self._respond(asked, receive)
         await response.send(send)
 
@@ -143,7 +150,7 @@ class HttpApp:
             return await self._call(endpoint, match.groupdict(), asked, body)
         if allowed:
             refusal = malformed(f"{method} is not allowed on {path}", 405)
-            refusal.headers.append(("allow", ", ".join(allowed)))
+            refusal.headers.append(("allow", ", ".join(dict.fromkeys(allowed))))
             return refusal
         return json(404, {"error": ErrorBody("not_found", f"no such path: {path}", False)})
 

@@ -132,6 +132,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         query=("label", "state"),
     ),
     Endpoint("POST", API, "create", "Create a workspace", lambda incoming: incoming.json, body="json", status=201),
+    # Before `get`, whose `{workspace_id}` would take "mcp" (workspace ids are ws_…, never that).
+    Endpoint("GET", f"{API}/mcp", "mcp_list", "The MCP servers: state, workspace, restarts, last error", _none),
     Endpoint("GET", f"{API}/{{workspace_id}}", "get", "One workspace's record", _workspace),
     Endpoint("DELETE", f"{API}/{{workspace_id}}", "destroy", "Destroy a workspace (idempotent)", _workspace),
     Endpoint(
@@ -235,4 +237,5 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         query=("after", "limit"),
     ),
 )
-"""Every op of the protocol but ``ping`` (``/readyz`` and ``/healthz`` stand for it)."""
+"""Every op of the protocol but ``ping`` (``/readyz`` and ``/healthz`` stand for it) and ``mcp_call``
+(MCP's own streamable HTTP transport at ``{API}/mcp/{name}`` carries it: ``runtime.http.mcp``)."""

@@ -22,6 +22,7 @@ from runtime.messages import (
     ExecResult,
     GithubApp,
     GithubCredentialUsed,
+    McpServerStatus,
     OutputPage,
     ProcessExited,
     ProcessInfo,
@@ -56,6 +57,7 @@ RESULTS: dict[str, Any] = {
     "github_app_delete": dict[str, Any],
     "github_key_rotate": dict[str, int],
     "github_audit": list[GithubCredentialUsed],
+    "mcp_list": list[McpServerStatus],
 }
 """What each op answers (a tuple: one of those)."""
 
@@ -202,6 +204,99 @@ def _streams(schemas: _Schemas) -> dict[str, Any]:
     }
 
 
+def _mcp() -> dict[str, Any]:
+    """MCP's streamable HTTP transport (``mcp``): JSON-RPC in and out, not the API's own shapes."""
+    message = {
+        "type": "object",
+        "description": "one JSON-RPC 2.0 message: a request (method, id), a notification (method) or a response",
+        "properties": {
+            "jsonrpc": {"const": "2.0"},
+            "id": {"type": ["string", "integer"]},
+            "method": {"type": "string", "minLength": 1},
+            "params": {"type": "object"},
+            "result": {"type": "object"},
+            "error": {"type": "object"},
+        },
+        "required": ["jsonrpc"],
+    }
+    rpc_error = {
+        "type": "object",
+        "description": "a JSON-RPC error response (id null when the request's could not be read)",
+        "properties": {
+            "jsonrpc": {"const": "2.0"},
+            "id": {"type": ["string", "integer", "null"]},
+            "error": {
+                "type": "object",
+                "properties": {"code": {"type": "integer"}, "message": {"type": "string"}, "data": {}},
+                "required": ["code", "message"],
+            },
+        },
+        "required": ["jsonrpc", "id", "error"],
+    }
+    api_error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    session = {
+        "name": "Mcp-Session-Id",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "the id answered to initialize; optional, and any is accepted (sessions carry no state)",
+    }
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    refusals = {
+        "401": {"description": "unauthorized: no or a wrong bearer token", "content": api_error},
+        "404": {"description": "not_found: no MCP server has that name", "content": api_error},
+    }
+    answered = {
+        "description": "the server's JSON-RPC response (with the caller's id); when the runtime could not get "
+        'one (the server is starting or failed, a timeout), a JSON-RPC error whose data is {"code", "retryable"}',
+        "headers": {
+            "Mcp-Session-Id": {"description": "answering initialize: a new session id", "schema": {"type": "string"}}
+        },
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+    return {
+        "/api/v1/agent/workspaces/mcp/{name}": {
+            "post": {
+                "operationId": "mcp_message",
+                "summary": "MCP streamable HTTP: send one JSON-RPC message to the MCP server (mcp_call)",
+                "parameters": [name, session],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": message}}},
+                "responses": {
+                    "200": answered,
+                    "202": {"description": "a notification (forwarded) or a response (nothing waits for it)"},
+                    "400": {
+                        "description": "not one JSON-RPC message (-32700: not JSON; -32600: not JSON-RPC, or a batch)",
+                        "content": {"application/json": {"schema": rpc_error}},
+                    },
+                    **refusals,
+                    "503": {"description": "a notification the server could not take yet", "content": api_error},
+                },
+            },
+            "get": {
+                "operationId": "mcp_notifications",
+                "summary": "MCP streamable HTTP: the MCP server's notifications as server-sent events "
+                "(id: the event's seq; data: the JSON-RPC notification)",
+                "parameters": [
+                    name,
+                    session,
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 0},
+                        "description": "resume after this seq: the notifications missed are sent first",
+                    },
+                ],
+                "responses": {
+                    "200": {"description": "text/event-stream", "content": {"text/event-stream": {"schema": message}}},
+                    **refusals,
+                    "406": {"description": "Accept does not allow text/event-stream", "content": api_error},
+                },
+            },
+        }
+    }
+
+
 def _every_kind() -> list[Any]:
     kinds: list[Any] = sorted({OPS[endpoint.op] for endpoint in ENDPOINTS if endpoint.body == "json"}, key=str)
     for endpoint in ENDPOINTS:
@@ -223,6 +318,7 @@ def document() -> dict[str, Any]:
     for endpoint in ENDPOINTS:
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint, schemas)
     paths.update(_streams(schemas))
+    paths.update(_mcp())
     for path, meaning in (("/healthz", "live"), ("/readyz", "ready: start-up reconciliation is done")):
         responses = {"200": {"description": meaning}}
         if path == "/readyz":

@@ -100,10 +100,10 @@ class Asked:
 
 
 class Response:
-    """A whole response (event streams are sent as they go instead)."""
+    """A whole response (event streams are sent as they go instead); no ``content_type``: no such header."""
 
     def __init__(
-        self, status: int, body: bytes, content_type: str = JSON, headers: list[tuple[str, str]] | None = None
+        self, status: int, body: bytes, content_type: str | None = JSON, headers: list[tuple[str, str]] | None = None
     ) -> None:
         self.status = status
         self.body = body
@@ -112,7 +112,8 @@ class Response:
 
     async def send(self, send: Send) -> None:
         """Send it over ASGI."""
-        headers = [(b"content-type", self.content_type.encode()), (b"content-length", str(len(self.body)).encode())]
+        headers = [] if self.content_type is None else [(b"content-type", self.content_type.encode())]
+        headers.append((b"content-length", str(len(self.body)).encode()))
         headers += [(name.encode(), value.encode()) for name, value in self.headers]
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})

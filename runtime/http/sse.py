@@ -21,7 +21,7 @@ import zmq.asyncio
 
 from runtime.messages import WELCOME, AnyEvent, ProcessOutput
 
-__all__ = ["LOG_TOPICS", "Stream", "frame", "process_stream", "subscribe", "workspace_stream"]
+__all__ = ["LOG_TOPICS", "Render", "Stream", "frame", "process_stream", "subscribe", "workspace_stream"]
 
 LOG_TOPICS: tuple[str, ...] = tuple(sorted({kind.topic for kind in get_args(AnyEvent)}))
 """Topics of the events the state log sequences (one ``seq`` across them)."""
@@ -30,6 +30,8 @@ _JOIN_TIMEOUT_S = 10.0
 _KEEPALIVE_S = 15.0
 
 Stream = AsyncGenerator[bytes, None]
+Render = Callable[[dict[str, Any]], bytes | None]
+"""An event as the bytes a stream sends of it, or ``None`` to leave it out (``frame`` by default)."""
 
 
 def frame(event: dict[str, Any]) -> bytes:
@@ -73,7 +75,7 @@ async def _live(socket: Any) -> AsyncGenerator[tuple[str, dict[str, Any]] | None
             yield frames[0].decode(), msgspec.msgpack.decode(frames[1])
 
 
-async def _live_after(socket: Any, sent: int, until: str | None = None) -> Stream:
+async def _live_after(socket: Any, sent: int, until: str | None = None, render: Render = frame) -> Stream:
     """Live events with a ``seq`` above ``sent`` (older ones were replayed), up to one of type ``until``."""
     async with contextlib.aclosing(_live(socket)) as events:
         async for item in events:
@@ -84,17 +86,24 @@ async def _live_after(socket: Any, sent: int, until: str | None = None) -> Strea
             if int(event.get("seq", 0)) <= sent:
                 continue
             sent = int(event["seq"])
-            yield frame(event)
+            chunk = render(event)
+            if chunk is not None:
+                yield chunk
             if event.get("type") == until:
                 return
 
 
 async def workspace_stream(
-    socket: Any, topics: tuple[str, ...], last_seq: int | None, replay: Callable[[int, int], list[AnyEvent]]
+    socket: Any,
+    topics: tuple[str, ...],
+    last_seq: int | None,
+    replay: Callable[[int, int], list[AnyEvent]],
+    render: Render = frame,
 ) -> Stream:
     """The event stream from ``socket``, after replaying the state log's events past ``last_seq``.
 
-    ``replay(after, limit)`` reads the state log (in pages, off the event loop).
+    ``replay(after, limit)`` reads the state log (in pages, off the event loop); ``render``
+    makes each event (replayed or live) the bytes sent, or leaves it out.
     """
     try:
         sent = last_seq if last_seq is not None else -1
@@ -102,11 +111,12 @@ async def workspace_stream(
             page = await asyncio.to_thread(replay, sent, _REPLAY_PAGE)
             for event in page:
                 sent = event.seq
-                if event.topic in topics:
-                    yield frame(msgspec.to_builtins(event))
+                chunk = render(msgspec.to_builtins(event)) if event.topic in topics else None
+                if chunk is not None:
+                    yield chunk
             if len(page) < _REPLAY_PAGE:
                 break
-        async with contextlib.aclosing(_live_after(socket, sent)) as live:
+        async with contextlib.aclosing(_live_after(socket, sent, render=render)) as live:
             async for chunk in live:
                 yield chunk
     finally:

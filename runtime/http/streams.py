@@ -1,4 +1,4 @@
-"""The event-stream routes: ``/events`` and a streamed process's ``/events``.
+"""The event-stream routes: ``/events`` and a streamed process's ``/events`` (and MCP's, through ``respond``).
 
 Both check the token through the Gateway (a ``ping`` with it) before the stream starts,
 subscribe to the runtime's PUB socket over ``inproc://``, then replay what a reconnecting
@@ -63,7 +63,7 @@ class StreamRoutes:
             return
         topics = tuple(wanted) or LOG_TOPICS
         socket = await subscribe(self._source.zmq_context, self._source.inproc_events_endpoint, topics)
-        await self._send(send, workspace_stream(socket, topics, asked.last_event_id(), self._source.events_after))
+        await self.respond(send, workspace_stream(socket, topics, asked.last_event_id(), self._source.events_after))
 
     async def process_events(self, send: Send, asked: Asked, workspace_id: str, process_id: str) -> None:
         """``GET …/{workspace_id}/exec/{process_id}/events``: output, then the exit; the stream ends there."""
@@ -86,7 +86,7 @@ class StreamRoutes:
             socket.close()
             await refused(reply.error).send(send)
             return
-        await self._send(send, process_stream(socket, after, msgspec.msgpack.decode(reply.result)))
+        await self.respond(send, process_stream(socket, after, msgspec.msgpack.decode(reply.result)))
 
     def end(self) -> None:
         """End every open stream (call on the serving event loop, before it stops)."""
@@ -111,7 +111,8 @@ class StreamRoutes:
             await refused(reply.error).send(send)
         return reply.ok
 
-    async def _send(self, send: Send, chunks: Stream) -> None:
+    async def respond(self, send: Send, chunks: Stream) -> None:
+        """Send ``chunks`` as a server-sent event stream, one of those ``end`` ends."""
         task = asyncio.current_task()
         assert task is not None
         self._open.add(task)

@@ -136,3 +136,15 @@ def test_errors_are_described_with_the_wire_error(doc: dict[str, Any]) -> None:
     error = doc["components"]["schemas"]["Error"]
     assert error["required"] == ["error"]
     assert set(error["properties"]["error"]["properties"]) == {"code", "message", "retryable"}
+
+
+def test_the_mcp_servers_are_described_as_mcp_list_and_as_mcps_streamable_http(doc: dict[str, Any]) -> None:
+    assert doc["paths"]["/api/v1/agent/workspaces/mcp"]["get"]["operationId"] == "mcp_list"
+    listed = doc["paths"]["/api/v1/agent/workspaces/mcp"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert resolve(doc, listed["schema"]["items"]["$ref"])["title"] == "McpServerStatus"
+    transport = doc["paths"]["/api/v1/agent/workspaces/mcp/{name}"]
+    assert set(transport) == {"post", "get"}  # DELETE answers 405: sessions are never terminated
+    assert (transport["post"]["operationId"], transport["get"]["operationId"]) == ("mcp_message", "mcp_notifications")
+    assert {"200", "202", "400", "401", "404"} <= set(transport["post"]["responses"])
+    assert "Mcp-Session-Id" in transport["post"]["responses"]["200"]["headers"]
+    assert set(transport["get"]["responses"]["200"]["content"]) == {"text/event-stream"}
