@@ -68,7 +68,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _client(settings: Settings, args: argparse.Namespace) -> Client:
-    return Client(args.endpoint or settings.zmq_endpoint, args.token, timeout_s=args.timeout)
+    return Client(args.endpoint or settings.zmq_endpoint, read_token(settings), timeout_s=args.timeout)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -168,7 +168,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(settings, args)
         args.events_endpoint = args.events_endpoint or settings.zmq_events_endpoint
-        args.token = read_token(settings)
         with _client(settings, args) as client:
             return COMMANDS[args.command](client, args)
     except ConfigError as exc:

@@ -7,7 +7,9 @@ import time
 
 from runtime.cli.relay import relay
 from runtime.cli.tables import print_json, table
+from runtime.config import load_settings
 from runtime.wire import Client
+from runtime.wire.auth import read_token
 
 __all__ = ["add_parsers", "mcp"]
 
@@ -30,7 +32,8 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def mcp(client: Client, args: argparse.Namespace) -> int:
     """``workspaces mcp ACTION``."""
     if args.action == "connect":
-        return relay(client.endpoint, args.events_endpoint, args.token, args.name, wait_s=args.wait)
+        token = read_token(load_settings())  # read like the client's (environment, WORKSPACE_CONFIG, STATE_DIR)
+        return relay(client.endpoint, args.events_endpoint, token, args.name, wait_s=args.wait)
     servers = client.mcp_list()
     if args.json:
         print_json(servers)

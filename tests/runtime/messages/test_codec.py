@@ -32,6 +32,7 @@ from runtime.messages import (
     GithubAppSetArgs,
     GithubKeyArgs,
     ListArgs,
+    McpCallArgs,
     NoArgs,
     OkReply,
     Probe,
@@ -97,6 +98,11 @@ EXAMPLES: dict[type[ArgsStruct], list[ArgsStruct]] = {
         GitCloneArgs(workspace_id="ws_1", repo="octo/hello"),
         GitCloneArgs(workspace_id="ws_1", repo="https://git.example.com/octo/hello.git", app="ci-bot", ref="main",
                      path="src/hello", depth=1),
+    ],
+    McpCallArgs: [
+        McpCallArgs(name="demo", message={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+        McpCallArgs(name="demo.v2", message={"jsonrpc": "2.0", "method": "notifications/cancelled",
+                                             "params": {"requestId": "a", "reason": None}}),
     ],
 }  # fmt: skip
 

@@ -31,6 +31,7 @@ from runtime.messages import (
     FileData,
     GithubApp,
     GithubCredentialUsed,
+    McpServerStatus,
     OkReply,
     OutputChunk,
     OutputPage,
@@ -154,6 +155,8 @@ WP: dict[str, Any] = {**W, "process_id": "p1"}
 APP = GithubApp(name="bot", app_id=1, installation_id=2, created_at=5.0)
 USED = GithubCredentialUsed(seq=3, ts=4.0, app="bot", workspace_id="ws_1", repo="https://x/y.git", outcome="ok")
 CLONED = CloneResult(path="/workspace/hello", commit="c0ffee")
+MCP = McpServerStatus(name="demo", state="ready", workspace_id="ws_1", restarts=0, error=None)
+RPC: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
 
 OP_CASES: list[tuple[str, Callable[[Client], Any], dict[str, Any], Any, Any]] = [
     ("ping", lambda c: c.ping(), {}, {"version": "1"}, {"version": "1"}),
@@ -202,6 +205,9 @@ OP_CASES: list[tuple[str, Callable[[Client], Any], dict[str, Any], Any, Any]] = 
     ("git_clone", lambda c: c.git_clone("ws_1", "octo/hello"), {**W, "repo": "octo/hello"}, CLONED, CLONED),
     ("git_clone", lambda c: c.git_clone("ws_1", "octo/hello", app="bot", ref="main", path="src", depth=1),
      {**W, "repo": "octo/hello", "app": "bot", "ref": "main", "path": "src", "depth": 1}, CLONED, CLONED),
+    ("mcp_list", lambda c: c.mcp_list(), {}, [MCP], [MCP]),
+    ("mcp_call", lambda c: c.mcp_call("demo", RPC), {"name": "demo", "message": RPC}, {**RPC, "result": {}},
+     {**RPC, "result": {}}),
 ]  # fmt: skip
 
 
