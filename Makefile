@@ -17,9 +17,11 @@ run: setup
 	ENABLE_AGENT_WORKSPACES=$${ENABLE_AGENT_WORKSPACES:-true} WORKSPACE_HTTP_ADDR=$${WORKSPACE_HTTP_ADDR-127.0.0.1:7780} \
 		exec $(BIN)/workspaces serve
 
-# Lint, type-check, then the whole suite (unit and integration against real Docker, and
-# the admin page in headless Chromium, which setup installs for the tests).
+# Lint, type-check, then the whole suite (unit and integration against real Docker, the
+# admin page in headless Chromium and the Node client under Node.js, which setup installs
+# for the tests).
 test: export SETUP_BROWSER := 1
+test: export SETUP_NODE := 1
 test: setup lint
 	$(BIN)/pytest
 

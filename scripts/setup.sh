@@ -14,7 +14,10 @@
 #   3. the base workspace image (Debian bookworm from mmdebstrap + docker import);
 #   4. with SETUP_BROWSER=1 (`make test`): Chromium and its WebDriver for the admin page's
 #      browser test, from Debian's packages when root on Debian (the test is skipped,
-#      saying why, where they cannot be installed).
+#      saying why, where they cannot be installed);
+#   5. with SETUP_NODE=1 (`make test`): Node.js and npm for the Node client's tests
+#      (clients/node), from Debian's packages when root on Debian (skipped, saying why,
+#      where they cannot be installed).
 # A daemon that already runs is never reconfigured or restarted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -195,9 +198,26 @@ setup_browser() {
   fi
 }
 
+# ---------------------------------------------------------------- 5. Node.js (tests)
+setup_node() {
+  command -v node >/dev/null && command -v npm >/dev/null && return 0
+  if is_root && is_debian; then
+    say "installing from Debian's packages: nodejs npm (the Node client's tests)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends nodejs npm >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends nodejs npm >/dev/null 2>&1; } \
+      || say "warning: installing nodejs and npm failed: the Node client's tests will be skipped"
+  else
+    say "note: node and npm are missing (install them for the Node client's tests; they are skipped meanwhile)"
+  fi
+}
+
 setup_venv
 setup_docker
 setup_image
 if [ "${SETUP_BROWSER:-0}" = 1 ]; then
   setup_browser
+fi
+if [ "${SETUP_NODE:-0}" = 1 ]; then
+  setup_node
 fi

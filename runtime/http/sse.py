@@ -13,18 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Callable, Iterable
-from typing import Any, get_args
+from typing import Any
 
 import msgspec
 import zmq
 import zmq.asyncio
 
-from runtime.messages import WELCOME, AnyEvent, ProcessOutput
+from runtime.messages import LOG_TOPICS, WELCOME, AnyEvent, ProcessOutput
 
 __all__ = ["LOG_TOPICS", "Render", "Stream", "frame", "process_stream", "subscribe", "workspace_stream"]
 
-LOG_TOPICS: tuple[str, ...] = tuple(sorted({kind.topic for kind in get_args(AnyEvent)}))
-"""Topics of the events the state log sequences (one ``seq`` across them)."""
 _REPLAY_PAGE = 500
 _JOIN_TIMEOUT_S = 10.0
 _KEEPALIVE_S = 15.0

@@ -73,6 +73,7 @@ from runtime.messages.commands import (
 )
 from runtime.messages.envelope import WELCOME, ErrorBody, ErrorReply, OkReply, Reply, Request
 from runtime.messages.events import (
+    LOG_TOPICS,
     ActorCrashed,
     AlertCleared,
     AlertEvent,
@@ -117,6 +118,7 @@ from runtime.messages.rules import broken_rule, signal_number
 
 __all__ = [
     "ACTIVE_STATES",
+    "LOG_TOPICS",
     "OPS",
     "OUTPUT_LIMIT",
     "WELCOME",

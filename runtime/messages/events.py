@@ -6,13 +6,14 @@ subscriber in any language tells them apart by one field.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args
 
 import msgspec
 
 from runtime.messages.records import McpState, State, WorkspaceRecord
 
 __all__ = [
+    "LOG_TOPICS",
     "ActorCrashed",
     "AlertCleared",
     "AlertEvent",
@@ -148,3 +149,6 @@ AnyEvent = (
     | McpNotification
 )
 """Every event the state log records."""
+
+LOG_TOPICS: tuple[str, ...] = tuple(sorted({kind.topic for kind in get_args(AnyEvent)}))
+"""Topics of the events the state log sequences: one ``seq`` runs across all of them."""

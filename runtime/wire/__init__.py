@@ -4,12 +4,14 @@
 reply, publish); ``outbox`` is how other threads hand it replies and events, and
 ``publisher`` the one thread that publishes streamed processes' output; ``dedupe``
 answers retried requests from their first reply; ``auth`` keeps the shared token.
-``client``, ``subscriber`` and ``streams`` are the Python side a client uses.
+``client``, ``subscriber``, ``streams`` (a process's output in order) and ``events`` (the
+runtime's events in order, re-synced after a gap) are the Python side a client uses.
 """
 
 from runtime.wire.client import Client
+from runtime.wire.events import Watch
 from runtime.wire.publisher import Publisher
 from runtime.wire.streams import follow
 from runtime.wire.subscriber import Subscriber
 
-__all__ = ["Client", "Publisher", "Subscriber", "follow"]
+__all__ = ["Client", "Publisher", "Subscriber", "Watch", "follow"]
