@@ -22,8 +22,11 @@ from runtime.wire.outbox import encode_error
 
 __all__ = ["KEPT_OPS", "PENDING", "RequestTable"]
 
-KEPT_OPS: Final = frozenset({"create", "destroy", "exec", "exec_stdin", "exec_kill", "write_file", "extend"})
-"""Ops whose replies are kept for retries (they change something)."""
+KEPT_OPS: Final = frozenset({
+    "create", "destroy", "exec", "exec_stdin", "exec_kill", "write_file", "extend", "git_clone", "mcp_call",
+    "github_app_set", "github_app_delete", "github_key_rotate",
+})  # fmt: skip
+"""Ops whose replies are kept for retries: every op that changes something (a tool call included)."""
 
 PENDING: Final = object()
 """``RequestTable.begin``'s answer for a request still in flight."""

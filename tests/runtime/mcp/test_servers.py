@@ -13,7 +13,7 @@ import pytest
 from runtime.app import Runtime
 from runtime.errors import BadRequest, NotFound, ProviderUnavailable
 from runtime.mcp import FAILED_TO_START, MCP_LABEL
-from runtime.messages import McpServerStatus
+from runtime.messages import McpCallArgs, McpServerStatus
 from runtime.wire import Client
 from tests.conftest import MakeSettings, write_mcp_config
 from tests.fake_mcp import FakeMcpServer
@@ -232,3 +232,16 @@ def test_a_runtime_without_servers_lists_none(start_runtime: StartRuntime) -> No
         assert client.mcp_list() == []
         with pytest.raises(NotFound, match="none is configured"):
             client.mcp_call("fake", ADD)
+
+
+def test_a_call_retried_with_the_same_id_reaches_the_server_once(
+    start_runtime: StartRuntime, fake_provider: FakeProvider
+) -> None:
+    with start_runtime().client() as client:
+        ready(client)
+        args = McpCallArgs(name="fake", message=ADD)
+        first = client.request("mcp_call", args, request_id="call-1")
+        again = client.request("mcp_call", args, request_id="call-1")  # e.g. after a lost reply
+    assert bytes(first) == bytes(again)
+    (fake_server,) = fake_provider.mcp_servers.values()
+    assert [m["method"] for m in fake_server.received].count("tools/call") == 1
