@@ -65,26 +65,26 @@ class Unauthorized(WorkspaceError):
 
 
 class NotFound(WorkspaceError):
-    """The workspace (or file) does not exist."""
+    """What the request names does not exist: a workspace, file, process, GitHub App, MCP server, repository or ref."""
 
     code = "not_found"
 
 
 class Conflict(WorkspaceError):
-    """The workspace is in a state that does not allow the operation."""
+    """The state of what the request names does not allow it (a workspace not ready, a process that ended...)."""
 
     code = "conflict"
 
 
 class CapacityExceeded(WorkspaceError):
-    """``WORKSPACE_MAX_CONCURRENT`` workspaces are already active."""
+    """A limit is reached: ``WORKSPACE_MAX_CONCURRENT`` active workspaces, or 16 streamed processes in one."""
 
     code = "capacity"
     default_retryable = True
 
 
 class ProviderUnavailable(WorkspaceError):
-    """The provider (e.g. the Docker daemon) cannot serve requests right now."""
+    """The provider (e.g. the Docker daemon), or what the runtime needs for the request, cannot serve it right now."""
 
     code = "provider_unavailable"
     default_retryable = True
