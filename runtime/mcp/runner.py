@@ -148,7 +148,10 @@ class ServerRunner:
             changed = McpServerChanged(
                 name=new.name, state=new.state, workspace_id=new.workspace_id, restarts=new.restarts, error=new.error
             )
-            self._door.publish(changed)
+            try:
+                self._door.publish(changed)
+            except WorkspaceError:  # the state log has closed: a runner outliving the runtime's stop says nothing
+                log.debug("MCP server %s is %s (not published: the runtime has stopped)", new.name, new.state)
 
     def _run(self) -> None:
         delay = _BACKOFF_FIRST_S
