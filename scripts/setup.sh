@@ -59,12 +59,32 @@ setup_venv() {
 
 docker_answers() { "$PY" scripts/dockerctl.py ping 2>/dev/null; }
 
-apt_install() {
+try_apt_install() {
   say "installing from Debian's packages: $*"
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -q --no-install-recommends "$@" >/dev/null \
-    || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "$@" >/dev/null; } \
-    || die "apt-get install $* failed"
+    || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "$@" >/dev/null; }
+}
+
+apt_install() {
+  try_apt_install "$@" || die "apt-get install $* failed"
+}
+
+# Tools only the tests need: installed from Debian's packages when root on Debian; where
+# they cannot be, the tests that need them are skipped, saying why.
+#   setup_test_tools PURPOSE "COMMAND..." PACKAGE...
+setup_test_tools() {
+  local purpose=$1 command missing=""
+  for command in $2; do
+    command -v "$command" >/dev/null || missing="$missing $command"
+  done
+  [ -n "$missing" ] || return 0
+  shift 2
+  if is_root && is_debian; then
+    try_apt_install "$@" 2>/dev/null || say "warning: installing $* failed: $purpose will be skipped"
+  else
+    say "note:$missing missing: install them for $purpose (skipped meanwhile)"
+  fi
 }
 
 runsc_version() {
@@ -184,40 +204,12 @@ setup_image() {
   say "built $BASE_IMAGE"
 }
 
-# ---------------------------------------------------------------- 4. browser (tests)
-setup_browser() {
-  command -v chromium >/dev/null && command -v chromedriver >/dev/null && return 0
-  if is_root && is_debian; then
-    say "installing from Debian's packages: chromium chromium-driver (the admin page's browser test)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1 \
-      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1; } \
-      || say "warning: installing chromium and chromium-driver failed: the admin page's browser test will be skipped"
-  else
-    say "note: chromium and chromedriver are missing (install them for the admin page's browser test; it is skipped meanwhile)"
-  fi
-}
-
-# ---------------------------------------------------------------- 5. Node.js (tests)
-setup_node() {
-  command -v node >/dev/null && command -v npm >/dev/null && return 0
-  if is_root && is_debian; then
-    say "installing from Debian's packages: nodejs npm (the Node client's tests)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q --no-install-recommends nodejs npm >/dev/null 2>&1 \
-      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends nodejs npm >/dev/null 2>&1; } \
-      || say "warning: installing nodejs and npm failed: the Node client's tests will be skipped"
-  else
-    say "note: node and npm are missing (install them for the Node client's tests; they are skipped meanwhile)"
-  fi
-}
-
 setup_venv
 setup_docker
 setup_image
 if [ "${SETUP_BROWSER:-0}" = 1 ]; then
-  setup_browser
+  setup_test_tools "the admin page's browser test" "chromium chromedriver" chromium chromium-driver
 fi
 if [ "${SETUP_NODE:-0}" = 1 ]; then
-  setup_node
+  setup_test_tools "the Node client's tests" "node npm" nodejs npm
 fi
