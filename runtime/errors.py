@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "FAMILIES",
     "BadRequest",
     "CapacityExceeded",
     "ConfigError",
@@ -103,7 +104,7 @@ class InternalError(WorkspaceError):
     code = "internal"
 
 
-_BY_CODE: dict[str, type[WorkspaceError]] = {
+FAMILIES: dict[str, type[WorkspaceError]] = {
     cls.code: cls
     for cls in (
         BadRequest,
@@ -117,6 +118,7 @@ _BY_CODE: dict[str, type[WorkspaceError]] = {
         InternalError,
     )
 }
+"""Each wire error code and the exception family of its clients."""
 
 
 def error_for_code(code: str, message: str, retryable: bool) -> WorkspaceError:
@@ -130,5 +132,5 @@ def error_for_code(code: str, message: str, retryable: bool) -> WorkspaceError:
     Returns:
         An instance of the family for ``code`` (``WorkspaceError`` for unknown codes).
     """
-    cls = _BY_CODE.get(code, WorkspaceError)
+    cls = FAMILIES.get(code, WorkspaceError)
     return cls(message, retryable=retryable)

@@ -92,7 +92,6 @@ class Mux:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
-        self._initialized = threading.Event()
         self._initialize_result: dict[str, Any] | None = None
         self._initialize_error: dict[str, Any] | None = None
 
@@ -112,10 +111,6 @@ class Mux:
     def initialized() -> bytes:
         """The notification that ends the handshake, written once ``initialize`` was answered."""
         return encode_line({"jsonrpc": "2.0", "method": "notifications/initialized"})
-
-    def wait_initialized(self, timeout_s: float) -> bool:
-        """Block until the server answered the handshake (or ``timeout_s`` passed)."""
-        return self._initialized.wait(timeout_s)
 
     @property
     def initialize_result(self) -> dict[str, Any] | None:
@@ -195,7 +190,6 @@ class Mux:
                 self._initialize_result = message["result"]
             else:
                 self._initialize_error = message.get("error") or {"message": "no result"}
-            self._initialized.set()
             return None
         return Reply(pending.reply_to, {**message, "id": pending.caller_id})
 
@@ -227,7 +221,6 @@ class Lines:
 
     def __init__(self) -> None:
         self._partial = bytearray()
-        self.dropped = 0
 
     def feed(self, data: bytes) -> list[bytes]:
         """The lines ``data`` completes, without their newlines (empty lines skipped)."""
@@ -235,7 +228,6 @@ class Lines:
         if b"\n" not in data:
             if len(self._partial) > _MAX_LINE:
                 self._partial.clear()
-                self.dropped += 1
             return []
         *lines, rest = bytes(self._partial).split(b"\n")
         self._partial = bytearray(rest)

@@ -25,7 +25,7 @@ from typing import Any, Final, TypedDict
 
 import msgspec
 
-from runtime.errors import WorkspaceError, error_for_code
+from runtime.errors import FAMILIES
 from runtime.messages.args import OPS
 from runtime.messages.envelope import WELCOME, ErrorReply, OkReply, Request
 from runtime.messages.events import AnyEvent, GithubCredentialUsed
@@ -168,16 +168,9 @@ def _json_view(struct: type[msgspec.Struct]) -> type[msgspec.Struct]:
 
 def _errors() -> dict[str, dict[str, Any]]:
     """Every wire error code: whether it is retryable unless the reply says otherwise, and its meaning."""
-    found: set[str] = set()
-    pending: list[type[WorkspaceError]] = [WorkspaceError]
-    while pending:
-        cls = pending.pop()
-        found.add(cls.code)
-        pending.extend(cls.__subclasses__())
-    families = {code: type(error_for_code(code, "", False)) for code in sorted(found)}
     return {
         code: {"retryable": family.default_retryable, "description": inspect.cleandoc(family.__doc__ or "")}
-        for code, family in families.items()
+        for code, family in sorted(FAMILIES.items())
     }
 
 

@@ -29,7 +29,7 @@ def initialized_mux() -> Mux:
     assert handshake["method"] == "initialize"
     assert handshake["params"]["protocolVersion"] == PROTOCOL_VERSION
     assert mux.incoming({"jsonrpc": "2.0", "id": handshake["id"], "result": INIT_RESULT}) is None
-    assert mux.wait_initialized(0)
+    assert mux.initialize_result == INIT_RESULT
     return mux
 
 
