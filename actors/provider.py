@@ -9,8 +9,9 @@ Watching has two halves. A watcher thread follows the backend's event stream (ou
 memory, container died, container removed) and forwards each event to the workspace's
 actor. Every ``WORKSPACE_HEALTH_INTERVAL_S`` (and whenever the stream reconnects) a
 health check runs off the mailbox: the provider's probe, its inventory compared with the
-records (catching what the stream missed) and each workspace's disk use against its
-budget.
+records (catching what the stream missed), each workspace's disk use against its
+budget, and the ready workspaces' expiries handed to the provider (``renew``: E2B's
+sandbox timeouts follow them). An ``extend`` asks for a check at once.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ class ProviderActor(ChildActor):
                 runtime=status.runtime, now=time.time(), fallback_from=message.fallback_from,
                 request=message.reply_to.key,
             )  # fmt: skip
-            if pool is not None and not message.cold and matches_pool(ctx.settings, message.args):
+            if pool is not None and not message.cold and matches_pool(ctx.settings, message.args, self._provider_name):
                 member = pool.claim()
                 if member is not None:  # the member's actor answers, then asks for a refill
                     ctx.deliver(
@@ -225,14 +226,18 @@ class ProviderActor(ChildActor):
         self._checking = True
         provider = self._provider
         # Only workspaces ready before the inventory is taken can be judged by it.
-        ready = {
-            entry.record.id: entry.handle
+        entries = [
+            entry
             for entry in self._ctx.statelog.workspaces()
             if entry.record.provider == self._provider_name and entry.record.state == "ready" and entry.handle
-        }
+        ]
+        ready = {entry.record.id: entry.handle for entry in entries}
+        expiries = {entry.handle: entry.record.expires_at for entry in entries}
 
         def check() -> HealthReport:
             probe = provider.probe()
+            if probe.healthy:
+                provider.renew(expiries)
             try:
                 inventory = provider.inventory()
             except WorkspaceError:

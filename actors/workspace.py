@@ -38,6 +38,7 @@ from runtime.messages import (
     ReadFile,
     Refill,
     ReplyTo,
+    Resync,
     RunExec,
     State,
     StoredWorkspace,
@@ -305,15 +306,14 @@ class WorkspaceActor(ChildActor):
 
     def _extend(self, message: Extend) -> None:
         state = self._state()
-        if state != "ready" or self._entry is None:
-            self._reply(message.reply_to, error=Conflict(f"workspace {self._id} is {state}, not ready"))
-            return
-        if self._entry.record.persistent:
-            self._reply(message.reply_to, error=Conflict(f"workspace {self._id} is persistent: it never expires"))
+        if state != "ready" or self._entry is None or self._entry.record.persistent:
+            why = "persistent: it never expires" if state == "ready" else f"{state}, not ready"
+            self._reply(message.reply_to, error=Conflict(f"workspace {self._id} is {why}"))
             return
         expires_at = time.time() + message.args.ttl_seconds
         self._persist("ready", reason=f"extended by {message.args.ttl_seconds:g} s", expires_at=expires_at)
         self._reply(message.reply_to, self._entry.record)
+        self._ctx.registry.tell(provider_name(self._entry.record.provider), Resync())  # renew the backend's clock
 
     # ------------------------------------------------------------------ what the backend reports
 

@@ -38,6 +38,7 @@ from runtime.monitoring.boards import Boards, Sweeps
 from runtime.monitoring.metrics import Metrics
 from runtime.providers.base import Provider
 from runtime.providers.docker import DockerProvider
+from runtime.providers.e2b import E2BProvider
 from runtime.state import ProcessTable, StateLog, reconcile_at_start
 from runtime.version import __version__
 from runtime.wire import Client, Publisher, Subscriber
@@ -67,7 +68,8 @@ class Runtime:
         settings: The configuration (see ``runtime.config.load_settings``).
         providers: Provider adapters by name, or a function building them from this
             runtime's instance id (which adapters put on what they create); by default
-            the Docker (gvisor) provider.
+            the Docker (gvisor) provider, and the E2B one (e2b) when it is the default or a
+            fallback provider or ``E2B_API_KEY`` is set.
     """
 
     def __init__(self, settings: Settings, *, providers: ProvidersArg = None) -> None:
@@ -154,6 +156,14 @@ class Runtime:
                     instance_id=instance_id, default_image=settings.default_image, network_name=settings.network_name
                 )
             }
+            if settings.e2b_api_key or "e2b" in (settings.default_provider, *settings.fallback_providers):
+                providers["e2b"] = E2BProvider(
+                    instance_id=instance_id,
+                    api_key=settings.e2b_api_key,
+                    domain=settings.e2b_domain,
+                    api_url=settings.e2b_api_url,
+                    max_timeout_s=settings.e2b_max_timeout_s,
+                )
         return dict(providers)
 
     def _mcp_door(self, statelog: StateLog) -> Door:

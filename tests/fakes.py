@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from runtime.errors import Conflict, NotFound, ProviderUnavailable
@@ -58,6 +58,7 @@ class FakeProvider:
     last_env: dict[str, str] = field(default_factory=dict)
     watching: threading.Event = field(default_factory=threading.Event)
     execs: int = 0
+    renewals: list[dict[str, float | None]] = field(default_factory=list)
     usage: dict[str, ResourceUsage] = field(default_factory=dict)
     processes: dict[str, ProcessSink] = field(default_factory=dict)
     mcp_servers: dict[str, FakeMcpServer] = field(default_factory=dict)
@@ -114,6 +115,9 @@ class FakeProvider:
                 )
                 for handle, spec in self.workspaces.items()
             }
+
+    def renew(self, expiries: Mapping[str, float | None]) -> None:
+        self.renewals.append(dict(expiries))
 
     def watch(self) -> FakeWatch:
         watch = FakeWatch()

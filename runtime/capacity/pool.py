@@ -21,8 +21,8 @@ from runtime.messages import CreateArgs, StoredWorkspace
 __all__ = ["Pool", "PoolStats", "adopt", "adopt_pool_members", "matches_pool"]
 
 
-def matches_pool(settings: Settings, args: CreateArgs) -> bool:
-    """Whether ``args`` asks for the pool's shape: default image, CPU, memory and disk.
+def matches_pool(settings: Settings, args: CreateArgs, provider: str = "") -> bool:
+    """Whether ``args`` asks for the pool's shape: ``provider``'s default image, CPU, memory and disk.
 
     Env, labels, TTL and persistence are applied to a claimed member, so they may vary.
     """
@@ -36,7 +36,7 @@ def matches_pool(settings: Settings, args: CreateArgs) -> bool:
             return False  # the cold path reports the bad value
 
     return (
-        args.image in (None, settings.default_image)
+        args.image in (None, settings.default_image_for(provider))
         and (args.cpu is None or float(args.cpu) == settings.default_cpu)
         and same_size(args.memory, settings.default_memory)
         and same_size(args.disk, settings.default_disk)
@@ -176,7 +176,7 @@ def adopt_pool_members(
             continue
         pool = pools.get(record.provider)
         same_shape = (record.image, record.cpu, record.memory_bytes, record.disk_bytes) == (
-            settings.default_image,
+            settings.default_image_for(record.provider),
             settings.default_cpu,
             settings.default_memory,
             settings.default_disk,

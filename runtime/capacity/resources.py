@@ -52,7 +52,7 @@ def resolve_create(
     Raises:
         BadRequest: A size is malformed or too small, or persistence meets a TTL.
     """
-    image = args.image or settings.default_image
+    image = args.image or settings.default_image_for(provider)
     cpu = settings.default_cpu if args.cpu is None else float(args.cpu)
     memory = _size("memory", args.memory, settings.default_memory)
     if memory < MIN_MEMORY_BYTES:

@@ -108,6 +108,35 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("E2B_API_KEY", "e2b_api_key", "", values.text, "an E2B API key", secret=True, optional=True),
     Variable(
+        "E2B_DOMAIN",
+        "e2b_domain",
+        "e2b.app",
+        values.pattern(re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?$"), allow_empty=False),
+        "a domain such as e2b.app (the API is https://api.<domain>)",
+    ),
+    Variable(
+        "E2B_API_URL",
+        "e2b_api_url",
+        "",
+        values.http_url,
+        "empty (https://api.<E2B_DOMAIN>) or an http(s) URL of an E2B-compatible API",
+        optional=True,
+    ),
+    Variable(
+        "WORKSPACE_E2B_TEMPLATE",
+        "e2b_template",
+        "base",
+        values.pattern(re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"), allow_empty=False),
+        "an E2B template name or id",
+    ),
+    Variable(
+        "WORKSPACE_E2B_MAX_TIMEOUT_S",
+        "e2b_max_timeout_s",
+        3600,
+        values.number(60, 86400, integer=True),
+        "an integer from 60 to 86400 (your E2B plan's longest sandbox timeout)",
+    ),
+    Variable(
         "GITHUB_APP_ENCRYPTION_KEY",
         "github_app_encryption_key",
         "",
@@ -222,12 +251,20 @@ class Settings:
     github_api_url: str = "https://api.github.com"
     http_addr: str = ""
     mcp_config: Path = Path("configs/mcp.toml")
+    e2b_domain: str = "e2b.app"
+    e2b_api_url: str | None = None
+    e2b_template: str = "base"
+    e2b_max_timeout_s: int = 3600
     config_file: Path | None = None
 
     @property
     def token_file(self) -> Path:
         """Where the generated auth token lives."""
         return self.state_dir / "token"
+
+    def default_image_for(self, provider: str) -> str:
+        """The image (an E2B template for ``e2b``) a create without one gets on ``provider``."""
+        return self.e2b_template if provider == "e2b" else self.default_image
 
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with ``changes`` applied (values already typed)."""

@@ -1,7 +1,7 @@
 """Provider adapters: blocking, thread-safe bridges to isolation backends.
 
-``base`` is the contract; ``docker`` the ``gvisor`` provider (room beside it for
-``firecracker``, ``e2b`` and ``kubernetes``); ``cgroups`` and ``diskusage`` measure
+``base`` is the contract; ``docker`` the ``gvisor`` provider, ``e2b`` the ``e2b`` one
+(room beside them for ``firecracker`` and ``kubernetes``); ``cgroups`` and ``diskusage`` measure
 workspaces that run as processes and directories on this host.
 """
 

@@ -10,7 +10,7 @@ whose workspaces run the agent get from ``runtime.agent.AgentExecutor``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Final, Protocol
 
 from runtime.messages import BackendState, Command, ContainerEvent, ExecResult, Probe, ResourceUsage, WorkspaceSpec
@@ -111,6 +111,15 @@ class Provider(Protocol):
 
     def inventory(self) -> dict[str, BackendState]:
         """This runtime's workspaces as the backend sees them, by workspace id."""
+        ...
+
+    def renew(self, expiries: Mapping[str, float | None]) -> None:
+        """Keep each workspace (by handle) until its expiry (``None``: as long as the runtime keeps it).
+
+        Called at every health check with the ready workspaces, and after an ``extend``.
+        Only backends that end workspaces on their own clock (E2B's sandbox timeout) act;
+        the others do nothing. Never raises: a failure is tried again at the next call.
+        """
         ...
 
     def watch(self) -> EventWatch:

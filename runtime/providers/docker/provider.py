@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import docker
@@ -264,6 +265,9 @@ class DockerProvider:
                     workspace_id=workspace_id, handle=str(volume["Name"]), running=False, detail=detail
                 )
         return states
+
+    def renew(self, expiries: Mapping[str, float | None]) -> None:
+        """Nothing to do: a container lives until it is removed (the reaper enforces expiry)."""
 
     def watch(self) -> DockerEventWatch:
         """Docker's events about this runtime's containers (oom, die, destroy)."""

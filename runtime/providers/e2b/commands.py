@@ -1,0 +1,328 @@
+"""What runs inside E2B sandboxes: commands, streamed processes and files, through the SDK.
+
+- ``exec`` starts ``/bin/bash -l -c`` with the shell-quoted argv through
+  ``commands.run(background=True)`` and waits for it; a non-zero exit is a result
+  (``CommandExitException`` is caught), a timeout is enforced inside the sandbox by
+  ``timeout -s KILL`` (the whole process group, as on the other providers) and by the
+  SDK's stream deadline a little later, and reported as ``timed_out``.
+- ``spawn`` is the same start with a thread waiting on the handle, passing each chunk
+  to the sink as it arrives (``on_stdout``/``on_stderr``); ``write_stdin`` is
+  ``send_stdin``/``close_stdin``; ``kill`` is the SDK's ``kill`` for SIGKILL and a
+  ``kill -SIG`` command for the other signals (the SDK only sends SIGKILL).
+- Files: ``/workspace`` is ``/workspace`` inside the sandbox (made at create, owned by
+  root like everything a command makes: commands run as ``root``, as in the Docker
+  workspaces). The path rules are ``runtime.agent.files``' own: checked as given, then
+  resolved inside the sandbox (``realpath -m``, symbolic links as the sandbox sees them);
+  the bytes then move with ``files.read``/``files.write``.
+
+E2B's command output is text: the SDK decodes it as UTF-8 (invalid bytes become U+FFFD)
+before the adapter sees it, so ``exec`` output is the UTF-8 of that text. Files move as
+bytes, unchanged.
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal as signals
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from e2b import CommandExitException, Sandbox, TimeoutException
+
+from runtime.agent.files import MAX_FILE_BYTES, REASONS, WORKSPACE_ROOT, refusal, workspace_path
+from runtime.errors import BadRequest, WorkspaceError
+from runtime.messages import Command, ExecResult
+from runtime.providers.base import ProcessSink
+from runtime.providers.e2b.api import E2BApi
+from runtime.providers.e2b.errors import sandbox_gone, sandbox_stopped, translated
+
+__all__ = ["USER", "E2BCommands"]
+
+USER = "root"
+_SLACK_S = 5.0  # the SDK's deadline comes this long after the in-sandbox `timeout` should have fired
+_OUTSIDE, _MISSING, _IS_DIR, _TOO_BIG = 43, 44, 46, 45
+# Resolve a path as the sandbox sees it and say what is there: "<resolved>\n<kind> <size>".
+_RESOLVE = f"""p=$(realpath -m -- "$1") || exit 42
+case "$p" in {WORKSPACE_ROOT}/*) ;; *) echo "$p" >&2; exit {_OUTSIDE};; esac
+if [ "$2" = read ]; then
+  [ -e "$p" ] || exit {_MISSING}
+  [ -d "$p" ] && exit {_IS_DIR}
+  [ "$(stat -c %s -- "$p")" -le {MAX_FILE_BYTES} ] || exit {_TOO_BIG}
+else
+  [ -d "$p" ] && exit {_IS_DIR}
+  mkdir -p -- "$(dirname -- "$p")" || exit 42
+fi
+printf '%s' "$p"
+"""
+
+
+class _Process:
+    """A spawned process: its SDK handle and sandbox."""
+
+    def __init__(self, sandbox: Sandbox, handle: Any) -> None:
+        self.sandbox = sandbox
+        self.handle = handle
+        self.pid = int(handle.pid)
+
+
+class E2BCommands:
+    """The ``Commands`` of the E2B provider.
+
+    Args:
+        api: The control plane (connects to a sandbox the adapter has not seen yet).
+        gone: Called with the handle of a sandbox E2B no longer knows (the provider
+            reports it as an event, so its workspace is marked ``failed`` at once).
+    """
+
+    def __init__(self, api: E2BApi, gone: Callable[[str, str], None]) -> None:
+        self._api = api
+        self._gone = gone
+        self._lock = threading.Lock()
+        self._sandboxes: dict[str, Sandbox] = {}
+        self._processes: dict[tuple[str, str], _Process] = {}
+
+    # ------------------------------------------------------------------ sandboxes
+
+    def remember(self, handle: str, sandbox: Sandbox) -> None:
+        """Keep the sandbox object a create returned (no connect needed to use it)."""
+        with self._lock:
+            self._sandboxes[handle] = sandbox
+
+    def forget(self, handle: str) -> None:
+        """Drop what is known about a sandbox that is going away."""
+        with self._lock:
+            self._sandboxes.pop(handle, None)
+            keys = [key for key in self._processes if key[0] == handle]
+            for key in keys:
+                del self._processes[key]
+
+    def _sandbox(self, handle: str) -> Sandbox:
+        with self._lock:
+            sandbox = self._sandboxes.get(handle)
+        if sandbox is None:  # first use since the runtime started: connect (resumes a paused one)
+            sandbox = self._guarded(handle, "connecting", lambda: self._api.connect(handle))
+            with self._lock:
+                sandbox = self._sandboxes.setdefault(handle, sandbox)
+        return sandbox
+
+    def _guarded(self, handle: str, what: str, call: Callable[[], Any]) -> Any:
+        """Run an SDK call for ``handle``, translated; a vanished sandbox is reported."""
+        try:
+            with translated(f"{what} in sandbox {handle}"):
+                return call()
+        except WorkspaceError as exc:
+            if sandbox_gone(exc):
+                self.forget(handle)
+                self._gone(handle, exc.message)
+            elif sandbox_stopped(exc):
+                with self._lock:  # the next call connects again: that resumes it, or finds it gone
+                    self._sandboxes.pop(handle, None)
+            raise
+
+    # ------------------------------------------------------------------ commands
+
+    @staticmethod
+    def _shell(command: Command) -> str:
+        line = shlex.join(command.argv)
+        if command.timeout_s is not None:  # the whole process group, as on the other providers
+            line = f"exec timeout -s KILL {command.timeout_s:.3f} {line}"
+        return line
+
+    def _start(self, handle: str, command: Command, stdin: bool) -> tuple[Sandbox, Any]:
+        sandbox = self._sandbox(handle)
+        deadline = None if command.timeout_s is None else command.timeout_s + _SLACK_S
+
+        def start() -> Any:
+            return sandbox.commands.run(
+                self._shell(command),
+                background=True,
+                envs=dict(command.env),
+                user=USER,
+                cwd=command.cwd or WORKSPACE_ROOT,
+                stdin=stdin,
+                timeout=deadline or 0,  # 0: no deadline (the SDK's default is 60 s)
+            )
+
+        proc = self._guarded(handle, "starting a command", start)
+        return sandbox, proc
+
+    def _feed(self, handle: str, sandbox: Sandbox, pid: int, data: bytes | None, close: bool) -> None:
+        def feed() -> None:
+            if data:
+                sandbox.commands.send_stdin(pid, data)
+            if close:
+                sandbox.commands.close_stdin(pid)
+
+        self._guarded(handle, "writing to a command's stdin", feed)
+
+    def exec(self, handle: str, command: Command) -> ExecResult:
+        """Run ``command`` and wait for it; see the module's notes."""
+        started = time.monotonic()
+        sandbox, proc = self._start(handle, command, stdin=command.stdin is not None)
+        if command.stdin is not None:
+            self._feed(handle, sandbox, int(proc.pid), command.stdin, close=True)
+        limit = command.output_limit
+        out, err = bytearray(), bytearray()
+
+        def wait() -> tuple[int, bool]:
+            try:
+                proc.wait(
+                    on_stdout=lambda text: _keep(out, text, limit), on_stderr=lambda text: _keep(err, text, limit)
+                )
+            except CommandExitException as exc:  # a non-zero exit is a result
+                return int(exc.exit_code), False
+            except TimeoutException as exc:
+                if type(exc) is not TimeoutException or command.timeout_s is None:
+                    raise  # the sandbox, not the command, stopped answering
+                self._kill_quietly(sandbox, int(proc.pid))
+                return 137, True
+            return 0, False
+
+        exit_code, timed_out = self._guarded(handle, "waiting for a command", wait)
+        elapsed = time.monotonic() - started
+        if command.timeout_s is not None and exit_code == 137 and elapsed >= command.timeout_s:
+            timed_out = True
+        return ExecResult(
+            exit_code=exit_code,
+            stdout=bytes(out),
+            stderr=bytes(err),
+            timed_out=timed_out,
+            duration_ms=elapsed * 1000.0,
+            via="e2b",
+        )
+
+    @staticmethod
+    def _kill_quietly(sandbox: Sandbox, pid: int) -> None:
+        try:
+            sandbox.commands.kill(pid)
+        except Exception:
+            return
+
+    def spawn(self, handle: str, key: str, command: Command, sink: ProcessSink) -> int:
+        """Start ``command`` as process ``key``; a thread passes its output and end to ``sink``."""
+        started = time.monotonic()
+        sandbox, proc = self._start(handle, command, stdin=command.stdin_open or command.stdin is not None)
+        process = _Process(sandbox, proc)
+        with self._lock:
+            self._processes[(handle, key)] = process
+        if command.stdin is not None:
+            self._feed(handle, sandbox, process.pid, command.stdin, close=not command.stdin_open)
+
+        def follow() -> None:
+            exit_code: int | None = 0
+            timed_out, error = False, None
+            try:
+                proc.wait(
+                    on_stdout=lambda text: sink.output("stdout", text.encode()),
+                    on_stderr=lambda text: sink.output("stderr", text.encode()),
+                )
+            except CommandExitException as exc:
+                exit_code = int(exc.exit_code)
+            except TimeoutException as exc:
+                if type(exc) is TimeoutException and command.timeout_s is not None:
+                    self._kill_quietly(sandbox, process.pid)
+                    exit_code, timed_out = 137, True
+                else:
+                    exit_code, error = None, f"lost the E2B sandbox while the command ran: {exc}"
+            except Exception as exc:
+                exit_code, error = None, f"lost the E2B command stream: {type(exc).__name__}: {exc}"
+            elapsed = time.monotonic() - started
+            if command.timeout_s is not None and exit_code == 137 and elapsed >= command.timeout_s:
+                timed_out = True
+            with self._lock:
+                self._processes.pop((handle, key), None)
+            sink.exited(exit_code, timed_out, elapsed * 1000.0, error)
+
+        threading.Thread(target=follow, name=f"e2b-process-{key}", daemon=True).start()
+        return process.pid
+
+    def _process(self, handle: str, key: str) -> _Process:
+        with self._lock:
+            process = self._processes.get((handle, key))
+        if process is None:
+            raise BadRequest(f"process {key} is not running")
+        return process
+
+    def write_stdin(self, handle: str, key: str, data: bytes, close: bool) -> None:
+        """Feed a spawned process's stdin (``send_stdin``), ``close_stdin`` when ``close``."""
+        process = self._process(handle, key)
+        self._feed(handle, process.sandbox, process.pid, data, close)
+
+    def kill(self, handle: str, key: str, signal: int) -> None:
+        """Signal a spawned process: SIGKILL through the SDK, others by a ``kill`` command."""
+        process = self._process(handle, key)
+        commands = process.sandbox.commands
+        if signal == signals.SIGKILL:
+            self._guarded(handle, "killing a command", lambda: commands.kill(process.pid))
+            return
+        line = f"kill -{int(signal)} -- -{process.pid} 2>/dev/null || kill -{int(signal)} {process.pid}"
+
+        def signal_it() -> None:
+            try:
+                commands.run(line, user=USER, timeout=30)
+            except CommandExitException:
+                return  # it ended meanwhile: not an error
+
+        self._guarded(handle, "signalling a command", signal_it)
+
+    def cancel(self, handle: str) -> None:
+        """Kill every process the runtime spawned in the sandbox (it is going away)."""
+        with self._lock:
+            processes = [process for key, process in self._processes.items() if key[0] == handle]
+        for process in processes:
+            self._kill_quietly(process.sandbox, process.pid)
+
+    def close(self) -> None:
+        """Stop following spawned processes; they and the sandboxes keep running."""
+        with self._lock:
+            processes = list(self._processes.values())
+            self._processes.clear()
+            self._sandboxes.clear()
+        for process in processes:
+            try:
+                process.handle.disconnect()
+            except Exception:
+                continue
+
+    # ------------------------------------------------------------------ files
+
+    def _resolve(self, handle: str, path: str, purpose: str) -> str:
+        full = workspace_path(path)
+        sandbox = self._sandbox(handle)
+        argv = ["sh", "-c", _RESOLVE, "sh", full, purpose]
+
+        def resolve() -> str:
+            try:
+                result = sandbox.commands.run(shlex.join(argv), user=USER, cwd="/", timeout=60)
+            except CommandExitException as exc:
+                reason = REASONS.get(int(exc.exit_code))
+                detail = str(exc.stderr).strip()
+                raise refusal(full, reason, detail) if reason else WorkspaceError(f"{full}: {detail}") from None
+            return str(result.stdout)
+
+        resolved: str = self._guarded(handle, "resolving a path", resolve)
+        return resolved
+
+    def read_file(self, handle: str, path: str) -> bytes:
+        """A file's bytes (``files.read``), after the path rules."""
+        resolved = self._resolve(handle, path, "read")
+        sandbox = self._sandbox(handle)
+        data = self._guarded(handle, f"reading {path}", lambda: sandbox.files.read(resolved, format="bytes", user=USER))
+        return bytes(data)
+
+    def write_file(self, handle: str, path: str, data: bytes, mode: int | None) -> None:
+        """Write a file (``files.write``), after the path rules; ``chmod`` it to ``mode``."""
+        resolved = self._resolve(handle, path, "write")
+        sandbox = self._sandbox(handle)
+        self._guarded(handle, f"writing {path}", lambda: sandbox.files.write(resolved, data, user=USER))
+        if mode is not None:
+            line = shlex.join(["chmod", format(mode, "o"), "--", resolved])
+            self._guarded(handle, f"changing the mode of {path}", lambda: sandbox.commands.run(line, user=USER))
+
+
+def _keep(buffer: bytearray, text: str, limit: int) -> None:
+    room = limit - len(buffer)
+    if room > 0:
+        buffer += text.encode()[:room]
