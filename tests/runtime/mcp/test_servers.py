@@ -201,8 +201,10 @@ def test_server_notifications_and_state_changes_are_events(
         while not changes or changes[-1][0] != "ready":
             event = wait_for_event(events, lambda e: e["type"] == "mcp.state")
             changes.append((event["state"], event["workspace_id"] is not None, event["restarts"]))
-        # starting, then its workspace is known, then ready
-        assert changes == [("starting", False, 0), ("starting", True, 0), ("ready", True, 0)]
+        # starting, then its workspace is known, then ready (a subscriber that joined late
+        # may have missed the first of them)
+        full = [("starting", False, 0), ("starting", True, 0), ("ready", True, 0)]
+        assert changes == full[len(full) - len(changes) :]
         (key,) = fake_provider.mcp_servers
         fake_provider.processes[key].output("stdout", FakeMcpServer.notification("hello"))
         note = wait_for_event(events, lambda e: e["type"] == "mcp.notification")
