@@ -5,7 +5,9 @@ sentence. The checks follow the deployment guide's troubleshooting section: the 
 daemon answers, disk space, the base image, gVisor's ``runsc`` runs a container, the
 providers are healthy, there is headroom under ``WORKSPACE_MAX_CONCURRENT``, the
 configuration (and the master switch MCP servers need) is right, the state directory is
-writable, the MCP servers' file reads and their images are present. The runtime's own
+writable, the MCP servers' file reads and their images are present, and when the e2b
+provider is in use, its key is set and E2B's API is reachable (DNS, TCP, TLS) and accepts
+the key (``doctor_e2b``). The runtime's own
 view (providers, capacity, MCP servers) is asked over its endpoint when it runs.
 """
 
@@ -23,6 +25,7 @@ import psutil
 from runtime.config import Settings, load_settings
 from runtime.errors import ConfigError, WorkspaceError
 from runtime.monitoring.checks import Check
+from runtime.monitoring.doctor_e2b import e2b_checks, e2b_in_use
 from runtime.monitoring.doctor_mcp import mcp_config, mcp_images, mcp_status
 from runtime.wire.auth import read_token
 from runtime.wire.client import Client
@@ -57,6 +60,8 @@ def run_checks(env: dict[str, str] | None = None) -> list[Check]:
     else:
         skipped = "not checked: the Docker daemon does not answer"
         checks += [Check(name, "WARN", skipped, "start Docker first") for name in ("disk space", "base image", "runsc")]
+    if e2b_in_use(settings):
+        checks += e2b_checks(settings)
     checks += list(_runtime(settings))
     return checks
 
