@@ -134,15 +134,20 @@ def make_docker_runtime(make_settings: MakeSettings, docker_client: Any) -> Iter
     """Runtimes on the real Docker daemon; the test fails if any leaves containers or volumes.
 
     Keyword arguments go to the settings, except ``runtimes`` (the provider's OCI runtime
-    preference, e.g. ``("runc",)``).
+    preference, e.g. ``("runc",)``) and ``more_providers`` (providers beside ``gvisor``,
+    built from the settings and the instance id).
     """
     started: list[tuple[Runtime, str]] = []
 
-    def make(runtimes: tuple[str, ...] | None = None, **changes: Any) -> Runtime:
+    def make(
+        runtimes: tuple[str, ...] | None = None,
+        more_providers: Callable[[Settings, str], dict[str, Any]] | None = None,
+        **changes: Any,
+    ) -> Runtime:
         settings = make_settings(**changes)
 
         def providers(instance_id: str) -> dict[str, Any]:
-            return {
+            built = {
                 "gvisor": DockerProvider(
                     instance_id=instance_id,
                     default_image=settings.default_image,
@@ -150,6 +155,7 @@ def make_docker_runtime(make_settings: MakeSettings, docker_client: Any) -> Iter
                     runtimes=runtimes or ("runsc", "runc"),
                 )
             }
+            return built | (more_providers(settings, instance_id) if more_providers else {})
 
         runtime = Runtime(settings, providers=providers).start()
         started.append((runtime, runtime.instance_id))

@@ -16,6 +16,7 @@ from typing import Any
 
 from e2b import Sandbox, SandboxInfo, SandboxQuery
 
+from runtime.errors import BadRequest, ProviderUnavailable
 from runtime.providers.e2b.errors import translated
 
 __all__ = ["E2BApi", "E2BParams"]
@@ -81,8 +82,19 @@ class E2BApi:
         idempotency_key: str,
     ) -> Sandbox:
         """A new sandbox from ``template``; paused (not killed) when its timeout passes."""
+        try:
+            sandbox = self._create(template, timeout_s, metadata, envs, idempotency_key)
+        except ProviderUnavailable as exc:
+            if getattr(exc.__cause__, "status_code", None) == 404:  # E2B words an unknown template so
+                raise BadRequest(f"E2B has no template {template!r}: name one your team has built") from None
+            raise
+        return self.adopt(sandbox)
+
+    def _create(
+        self, template: str, timeout_s: int, metadata: Mapping[str, str], envs: Mapping[str, str], key: str
+    ) -> Sandbox:
         with translated(f"creating a sandbox from template {template!r}"):
-            sandbox = Sandbox.create(
+            return Sandbox.create(
                 template=template,
                 timeout=timeout_s,
                 metadata=dict(metadata),
@@ -90,10 +102,9 @@ class E2BApi:
                 # A runtime that is down when the timeout passes loses nothing: E2B pauses
                 # the sandbox and the next connect resumes it; the reaper kills at expiry.
                 lifecycle={"on_timeout": "pause", "auto_resume": True},
-                idempotency_key=idempotency_key,
+                idempotency_key=key,
                 **self.params.sdk(),
             )
-        return self.adopt(sandbox)
 
     def connect(self, sandbox_id: str) -> Sandbox:
         """The running sandbox ``sandbox_id`` (a paused one is resumed)."""

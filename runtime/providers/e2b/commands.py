@@ -58,6 +58,26 @@ printf '%s' "$p"
 """
 
 
+# envd reports a command killed by a signal as exit -1 with Go's "signal: <name>"; the
+# protocol says 128 + the signal, as the other providers do.
+_GO_SIGNALS = {
+    "hangup": 1, "interrupt": 2, "quit": 3, "illegal instruction": 4, "trace/breakpoint trap": 5, "aborted": 6,
+    "bus error": 7, "floating point exception": 8, "killed": 9, "user defined signal 1": 10,
+    "segmentation fault": 11, "user defined signal 2": 12, "broken pipe": 13, "alarm clock": 14, "terminated": 15,
+}  # fmt: skip
+
+
+def _exit_code(exc: CommandExitException) -> int:
+    """The protocol's exit code for a command that ended with ``exc`` (128 + n when signal n killed it)."""
+    code = int(exc.exit_code)
+    error = str(exc.error or "")
+    if code < 0 and error.startswith("signal: "):
+        number = _GO_SIGNALS.get(error.removeprefix("signal: ").removesuffix(" (core dumped)"))
+        if number is not None:
+            return 128 + number
+    return code
+
+
 class _Process:
     """A spawned process: its SDK handle and sandbox."""
 
@@ -117,8 +137,13 @@ class E2BCommands:
                 self.forget(handle)
                 self._gone(handle, exc.message)
             elif sandbox_stopped(exc):
-                with self._lock:  # the next call connects again: that resumes it, or finds it gone
+                with self._lock:
                     self._sandboxes.pop(handle, None)
+                try:  # connecting resumes a paused sandbox (the call may be retried) or finds it gone
+                    self._sandbox(handle)
+                except WorkspaceError as again:
+                    if sandbox_gone(again):
+                        raise again from None
             raise
 
     # ------------------------------------------------------------------ commands
@@ -172,7 +197,7 @@ class E2BCommands:
                     on_stdout=lambda text: _keep(out, text, limit), on_stderr=lambda text: _keep(err, text, limit)
                 )
             except CommandExitException as exc:  # a non-zero exit is a result
-                return int(exc.exit_code), False
+                return _exit_code(exc), False
             except TimeoutException as exc:
                 if type(exc) is not TimeoutException or command.timeout_s is None:
                     raise  # the sandbox, not the command, stopped answering
@@ -219,7 +244,7 @@ class E2BCommands:
                     on_stderr=lambda text: sink.output("stderr", text.encode()),
                 )
             except CommandExitException as exc:
-                exit_code = int(exc.exit_code)
+                exit_code = _exit_code(exc)
             except TimeoutException as exc:
                 if type(exc) is TimeoutException and command.timeout_s is not None:
                     self._kill_quietly(sandbox, process.pid)
