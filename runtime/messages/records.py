@@ -114,7 +114,7 @@ class StoredWorkspace(msgspec.Struct, frozen=True, kw_only=True, tag="workspace.
 
 
 class ExecResult(msgspec.Struct, frozen=True, kw_only=True):
-    """The result of ``exec``; ``via`` says how it ran (``agent``, or ``docker`` exec)."""
+    """The result of ``exec``; ``via`` says how it ran (``agent``, ``docker`` exec, or ``e2b``'s commands)."""
 
     exit_code: int
     stdout: bytes

@@ -173,3 +173,22 @@ def test_a_create_from_a_template_e2b_does_not_have_is_a_bad_request(e2b_runtime
         with pytest.raises(BadRequest, match="E2B has no template 'no-such-template'"):
             client.create(image="no-such-template")
         assert [record.state for record in client.list(state="failed")] == ["failed"]
+
+
+def test_a_sandbox_paused_by_its_timeout_while_the_runtime_was_down_resumes_at_the_next_use(
+    e2b_runtime: E2BRuntime, plane: ControlPlane
+) -> None:
+    runtime = e2b_runtime()
+    with runtime.client() as client:
+        record = client.create()
+        client.write_file(record.id, "kept.txt", b"still here")
+    runtime.stop()
+    (sandbox_id,) = sandbox_ids(plane)
+    Sandbox.set_timeout(sandbox_id=sandbox_id, timeout=1, **plane.api_params())  # E2B's clock runs out
+    poll_until(lambda: plane.sandbox_state(sandbox_id) == "paused")
+    again = e2b_runtime()
+    with again.client() as client:
+        assert client.get(record.id).state == "ready"  # a paused sandbox is not a lost workspace
+        assert client.read_file(record.id, "kept.txt") == b"still here"
+        assert plane.sandbox_state(sandbox_id) == "running"
+        client.destroy(record.id)

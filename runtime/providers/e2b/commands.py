@@ -188,14 +188,11 @@ class E2BCommands:
         sandbox, proc = self._start(handle, command, stdin=command.stdin is not None)
         if command.stdin is not None:
             self._feed(handle, sandbox, int(proc.pid), command.stdin, close=True)
-        limit = command.output_limit
-        out, err = bytearray(), bytearray()
+        out, err = _Capture(command.output_limit), _Capture(command.output_limit)
 
         def wait() -> tuple[int, bool]:
             try:
-                proc.wait(
-                    on_stdout=lambda text: _keep(out, text, limit), on_stderr=lambda text: _keep(err, text, limit)
-                )
+                proc.wait(on_stdout=out.add, on_stderr=err.add)
             except CommandExitException as exc:  # a non-zero exit is a result
                 return _exit_code(exc), False
             except TimeoutException as exc:
@@ -211,8 +208,8 @@ class E2BCommands:
             timed_out = True
         return ExecResult(
             exit_code=exit_code,
-            stdout=bytes(out),
-            stderr=bytes(err),
+            stdout=out.result(),
+            stderr=err.result(),
             timed_out=timed_out,
             duration_ms=elapsed * 1000.0,
             via="e2b",
@@ -347,7 +344,21 @@ class E2BCommands:
             self._guarded(handle, f"changing the mode of {path}", lambda: sandbox.commands.run(line, user=USER))
 
 
-def _keep(buffer: bytearray, text: str, limit: int) -> None:
-    room = limit - len(buffer)
-    if room > 0:
-        buffer += text.encode()[:room]
+class _Capture:
+    """One output stream of ``exec``: its first ``limit`` bytes, and how many were dropped."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.data = bytearray()
+        self.dropped = 0
+
+    def add(self, text: str) -> None:
+        chunk = text.encode()
+        room = max(0, self.limit - len(self.data))
+        self.data += chunk[:room]
+        self.dropped += len(chunk) - min(room, len(chunk))
+
+    def result(self) -> bytes:
+        if not self.dropped:  # the same line as the other providers'
+            return bytes(self.data)
+        return bytes(self.data) + f"\n[output truncated: {self.dropped} bytes omitted]\n".encode()

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from e2b import (
     AuthenticationException,
+    CommandExitException,
     FileNotFoundException,
     InvalidArgumentException,
     NotEnoughSpaceException,
@@ -31,6 +32,7 @@ from e2b.exceptions import SandboxNotRunningException
 from runtime.errors import BadRequest, Conflict, NotFound, ProviderUnavailable, Timeout, WorkspaceError
 from runtime.providers.base import LABEL_ID, LABEL_INSTANCE, LABEL_MANAGED
 from runtime.providers.e2b import E2BApi, E2BParams, E2BProvider
+from runtime.providers.e2b.commands import _Capture, _exit_code
 from runtime.providers.e2b.errors import sandbox_gone, sandbox_stopped, translated
 
 
@@ -157,3 +159,21 @@ def test_long_lived_and_persistent_sandboxes_are_renewed_only_once_half_of_the_m
     e2b.renew({"fresh": None, "old": time.time() + 30 * 86400})
     renewed = [args for name, args in api.calls if name == "set_timeout"]
     assert renewed == [("old", 3600)]
+
+
+def test_exec_output_beyond_the_limit_is_dropped_and_the_result_says_how_much() -> None:
+    capture = _Capture(limit=5)
+    capture.add("abc")
+    capture.add("défg")  # 5 bytes in UTF-8: 2 kept, 3 dropped
+    assert capture.result() == b"abcd\xc3\n[output truncated: 3 bytes omitted]\n"
+    whole = _Capture(limit=5)
+    whole.add("abcde")
+    assert whole.result() == b"abcde"
+
+
+@pytest.mark.parametrize(
+    ("error", "code"), [("signal: killed", 137), ("signal: terminated", 143), ("signal: interrupt", 130), ("", -1)]
+)
+def test_envds_signal_exits_become_128_plus_the_signal(error: str, code: int) -> None:
+    exc = CommandExitException(stderr="", stdout="", exit_code=-1, error=error)
+    assert _exit_code(exc) == code
