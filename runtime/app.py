@@ -185,7 +185,10 @@ class Runtime:
         self._publisher = Publisher(lambda: Outbox(self._zmq, self._outbox_endpoint))
         entries = statelog.workspaces()
         active = [entry.record.id for entry in entries if entry.record.state in ACTIVE_STATES]
-        pools = {name: Pool(settings.warm_pool_size) for name in providers} if settings.warm_pool_size > 0 else {}
+        # Only the default provider keeps a pool: warm E2B sandboxes kept "just in case" a
+        # fallback is needed would be paid for all day.
+        pooled = settings.default_provider if settings.warm_pool_size > 0 else None
+        pools = {name: Pool(settings.warm_pool_size) for name in providers if name == pooled}
         unwanted = adopt_pool_members(settings, entries, pools)
         credentials = CredentialStore(statelog, settings.github_app_encryption_key)
         problem = credentials.check()

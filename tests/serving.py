@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -16,10 +17,29 @@ from tests.conftest import ROOT
 WORKSPACES = [sys.executable, "-m", "runtime.cli"]
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port free now, below the kernel's ephemeral range.
+
+    Outgoing connections (the tests' HTTP clients, for one) take their local ports from
+    that range, so a port picked there (``bind(0)``) can be taken by one of them before
+    the server binds it.
+    """
+    for _ in range(200):
+        port = random.randrange(10000, _ephemeral_low())
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below the ephemeral range")
 
 
 def serve_env(state_dir: Path, **variables: str) -> dict[str, str]:

@@ -140,12 +140,12 @@ def test_a_warm_pool_on_e2b_serves_a_create_from_a_booted_sandbox(
 ) -> None:
     runtime = e2b_runtime(warm_pool_size=1)
     with runtime.client() as client:
-        poll_until(lambda: client.stats()["pool"]["size"] == 2)  # one member per provider
+        poll_until(lambda: client.stats()["pool"]["size"] == 1)  # on the default provider only
         record = client.create(env={"N": "7"})
         assert record.from_pool and record.provider == "e2b"
         assert client.exec(record.id, "echo warm $N").stdout == b"warm 7\n"  # create-time env applies
         client.destroy(record.id)
-        poll_until(lambda: client.stats()["pool"]["size"] == 2)  # refilled
+        poll_until(lambda: client.stats()["pool"]["size"] == 1)  # refilled
     # Members outlive a stop; a restart without a pool removes them, sandboxes included.
     runtime.stop()
     assert len(sandbox_ids(plane)) == 1
@@ -192,3 +192,24 @@ def test_a_sandbox_paused_by_its_timeout_while_the_runtime_was_down_resumes_at_t
         assert client.read_file(record.id, "kept.txt") == b"still here"
         assert plane.sandbox_state(sandbox_id) == "running"
         client.destroy(record.id)
+
+
+def test_the_inventory_follows_the_listing_across_pages(
+    docker_client: Any, make_settings: Callable[..., Settings]
+) -> None:
+    with ControlPlane(max_page_size=2) as small_pages:
+        instance = "inventorytest"
+        made = [
+            Sandbox.create(
+                metadata={LABEL_MANAGED: "true", LABEL_INSTANCE: instance, LABEL_ID: f"ws_00000000000{n}"},
+                **small_pages.api_params(),
+            ).sandbox_id
+            for n in range(5)
+        ]
+        Sandbox.create(metadata={LABEL_MANAGED: "true", LABEL_INSTANCE: "another"}, **small_pages.api_params())
+        settings = make_settings(e2b_api_key=small_pages.api_key, e2b_api_url=small_pages.url)
+        found = e2b_provider(settings, instance).inventory()
+        assert sorted(state.handle for state in found.values()) == sorted(made)
+        assert sorted(found) == [f"ws_00000000000{n}" for n in range(5)]
+        pages = [r for r in small_pages.requests if r.method == "GET" and r.path == "/v2/sandboxes"]
+        assert len(pages) == 3
