@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import agent, github, http, mcp, ping, pool, restart, sampler, workspaces
+from bench import agent, e2b, github, http, mcp, ping, pool, restart, sampler, workspaces
 
 BENCHMARKS = {
     "ping": ping.main,
@@ -16,6 +16,7 @@ BENCHMARKS = {
     "github": github.main,
     "http": http.main,
     "mcp": mcp.main,
+    "e2b": e2b.main,
 }
 
 
