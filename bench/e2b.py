@@ -38,7 +38,7 @@ def _timed(call: Callable[[], Any]) -> float:
 
 
 def _create_and_kill(plane: ControlPlane) -> None:
-    sandbox = attach(Sandbox.create(**plane.api_params()))
+    sandbox = attach(Sandbox.create(timeout=600, **plane.api_params()))
     sandbox.commands.run("mkdir -p /workspace", user="root")
     sandbox.kill()
 
@@ -61,7 +61,7 @@ def main() -> None:
         try:
             with Client(runtime.endpoint, runtime.token, timeout_s=120) as client:
                 workspace = client.create().id
-                sandbox = attach(Sandbox.create(**plane.api_params()))
+                sandbox = attach(Sandbox.create(timeout=600, **plane.api_params()))
                 sandbox.commands.run("mkdir -p /workspace", user="root")
                 payload = b"x" * 1024
 
