@@ -51,14 +51,18 @@ class Metrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        self._children: dict[tuple[str, bool], Any] = {}
         self.registry.register(_BoardCollector(observed))
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         self.address = ""
 
     def observe(self, op: str, seconds: float, ok: bool) -> None:
-        """A reply to ``op`` left after ``seconds`` (Gateway thread)."""
-        self._requests.labels(op, "ok" if ok else "error").observe(seconds)
+        """A reply to ``op`` left after ``seconds`` (Gateway thread: on every request's path)."""
+        child = self._children.get((op, ok))
+        if child is None:  # ``labels()`` takes a lock and builds a key: once per op and outcome
+            child = self._children[(op, ok)] = self._requests.labels(op, "ok" if ok else "error")
+        child.observe(seconds)
 
     def serve(self, address: str) -> None:
         """Start the HTTP endpoint on ``host:port``.
