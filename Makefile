@@ -34,6 +34,9 @@ lint:
 unit:
 	$(BIN)/pytest -m "not docker"
 
+# Every scenario beside its raw baseline and the peer (llm-sandbox, installed into bench/.peer-venv)
+# in one run, about 9 min on 2 cores; writes bench/results/ (JSON, Markdown, PNG). A missed
+# target is reported, not failed. `$(BIN)/python -m bench --quick` takes under 2 min (bench/results/quick/).
 bench: setup
 	$(BIN)/python -m bench
 

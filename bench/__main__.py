@@ -1,33 +1,19 @@
-"""`python -m bench`: every benchmark in turn (see each module for its own options)."""
+"""`python -m bench [--quick] [--only NAMES] [--out DIR] [--no-peer]`: the one benchmark harness.
+
+Every scenario beside its raw baseline (and the peer, llm-sandbox) in one run, written
+to ``bench/results/`` as JSON, Markdown and PNG charts: see ``bench.harness.run``. The
+older one-purpose benchmarks still run on their own, e.g. ``python -m bench.ping``,
+``bench.workspaces``, ``bench.agent``, ``bench.pool``, ``bench.restart``,
+``bench.sampler``, ``bench.http``, ``bench.mcp``, ``bench.github``, ``bench.e2b``.
+"""
 
 from __future__ import annotations
 
 import sys
 
-from bench import agent, e2b, github, http, mcp, ping, pool, restart, sampler, workspaces
+from bench.harness.run import main
 
-BENCHMARKS = {
-    "ping": ping.main,
-    "workspaces": workspaces.main,
-    "pool": pool.main,
-    "restart": restart.main,
-    "sampler": sampler.main,
-    "agent": agent.main,
-    "github": github.main,
-    "http": http.main,
-    "mcp": mcp.main,
-    "e2b": e2b.main,
-}
-
-
-def main() -> None:
-    """Run the named benchmarks (all by default)."""
-    names = sys.argv[1:] or list(BENCHMARKS)
-    for name in names:
-        print(f"== {name}")
-        sys.argv = [f"bench.{name}"]
-        BENCHMARKS[name]()
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

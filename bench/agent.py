@@ -78,6 +78,13 @@ def _runtime_loop(client: Client, workspace_id: str, n: int) -> bytes:
     return client.read_file(workspace_id, "result.txt")
 
 
+def wait_agent(client: Client, workspace_id: str, timeout_s: float = 60) -> None:
+    """Wait (up to ``timeout_s``) until execs run through the workspace's agent, which starts after create."""
+    deadline = time.monotonic() + timeout_s
+    while client.exec(workspace_id, ["true"]).via != "agent" and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def bench_runtime(
     oci_runtime: str, execs: int, loops: int, block: int
 ) -> tuple[list[dict[str, float | str]], dict[str, int]]:
@@ -95,9 +102,7 @@ def bench_runtime(
             raw_name = _raw_create(docker_client, oci_runtime, 0, cpu=CPU, memory=MEMORY)
             raw = docker_client.containers.get(raw_name)
             try:
-                deadline = time.monotonic() + 60
-                while client.exec(record.id, ["true"]).via != "agent" and time.monotonic() < deadline:
-                    time.sleep(0.05)  # the agent starts in the background after create
+                wait_agent(client, record.id)
                 for _ in range(5):  # warm both paths up
                     raw.exec_run(["true"])
                     client.exec(record.id, ["true"])

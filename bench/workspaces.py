@@ -29,15 +29,29 @@ LABELS = {"agent-workspaces.bench": "raw"}
 CPU, MEMORY = 1.0, 512 << 20
 
 
-def _raw_create(client: docker.DockerClient, runtime: str, n: int, cpu: float = CPU, memory: int = MEMORY) -> str:
-    name = f"aw-bench-raw-{n}"
+def _raw_create(
+    client: docker.DockerClient,
+    runtime: str,
+    n: int,
+    cpu: float = CPU,
+    memory: int = MEMORY,
+    *,
+    prefix: str = "aw-bench-raw",
+    labels: dict[str, str] | None = None,
+) -> str:
+    """Create and start a container (and its volume) with the provider's options; return its name.
+
+    ``prefix`` and ``labels`` let a caller (the harness) keep its containers apart from another run's.
+    """
+    name = f"{prefix}-{n}"
+    labels = {**LABELS, **(labels or {})}
     api = client.api
-    api.create_volume(name, labels=LABELS)
+    api.create_volume(name, labels=labels)
     api.create_container(
         IMAGE,
         entrypoint=["sleep", "infinity"],
         name=name,
-        labels=LABELS,
+        labels=labels,
         working_dir="/workspace",
         host_config=api.create_host_config(
             runtime=runtime,
@@ -55,6 +69,7 @@ def _raw_create(client: docker.DockerClient, runtime: str, n: int, cpu: float = 
 
 
 def _raw_remove(client: docker.DockerClient, name: str) -> None:
+    """Remove the container (killing it) and its volume, as the provider's destroy does."""
     client.api.remove_container(name, force=True, v=True)
     client.api.remove_volume(name, force=True)
 
