@@ -86,6 +86,7 @@ class ProviderActor(ChildActor):
         self._provider = ctx.providers[provider]
         self._outbox: Outbox | None = None
         self._checking = False
+        self._again = False
         self._stop_watching = threading.Event()
         self._watch: EventWatch | None = None
 
@@ -109,12 +110,16 @@ class ProviderActor(ChildActor):
             self._create(message)
         elif isinstance(message, ContainerEvent):
             self._forward(message)
-        elif isinstance(message, Tick | Resync):
+        elif isinstance(message, Tick):
             self._check()
+        elif isinstance(message, Resync):
+            self._check(again=True)
         elif isinstance(message, Completed) and message.kind == "health":
             self._checking = False
             if isinstance(message.value, HealthReport):
                 self._apply(message.value)
+            if self._again:  # asked for while that check ran: what it saw may predate the request
+                self._check()
         else:
             super().handle(message)
 
@@ -220,10 +225,11 @@ class ProviderActor(ChildActor):
 
     # ------------------------------------------------------------------ health
 
-    def _check(self) -> None:
+    def _check(self, again: bool = False) -> None:
         if self._checking:
-            return  # the previous check is still running
-        self._checking = True
+            self._again = self._again or again  # a resync runs after the check under way, not within it
+            return
+        self._checking, self._again = True, False
         provider = self._provider
         # Only workspaces ready before the inventory is taken can be judged by it.
         entries = [

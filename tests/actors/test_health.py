@@ -49,3 +49,21 @@ def test_health_changes_are_published_once_per_change(make_settings: MakeSetting
         assert up["healthy"] is True and up["seq"] > down["seq"]
         with pytest.raises(Timeout):  # checks go on every 0.05 s, but nothing changes
             events.recv(0.3)
+
+
+def test_each_check_hands_the_ready_workspaces_expiries_to_the_provider_and_an_extend_asks_for_one_at_once(
+    make_settings: MakeSettings,
+) -> None:
+    provider = FakeProvider()
+    settings = make_settings(health_interval_s=3600.0)  # only the extend can cause the check seen here
+    with Runtime(settings, providers={"gvisor": provider}) as runtime, runtime.client() as client:
+        record = client.create(ttl_seconds=60)
+        persistent = client.create(persistent=True)
+        extended = client.extend(record.id, 7200)
+        handle = f"fake-{record.id}"  # FakeProvider's handles
+
+        def renewal() -> dict[str, float | None] | None:
+            return next((r for r in provider.renewals if r.get(handle) == extended.expires_at), None)
+
+        poll_until(lambda: renewal() is not None)
+        assert renewal() == {handle: extended.expires_at, f"fake-{persistent.id}": None}
