@@ -23,7 +23,7 @@ import pykka
 import zmq
 
 from actors import ActorContext, Registry, Router, start_tree
-from actors.names import provider_name
+from actors.names import POOL, provider_name
 from actors.supervision import Sync
 from runtime.capacity import Admission, Pool
 from runtime.capacity.pool import adopt_pool_members
@@ -33,7 +33,7 @@ from runtime.errors import ProviderUnavailable
 from runtime.github import CredentialStore, GitHub, TokenBroker
 from runtime.http import HttpServer, app
 from runtime.mcp import Door, McpHost
-from runtime.messages import ACTIVE_STATES, AnyEvent, DestroyWorkspace, Event
+from runtime.messages import ACTIVE_STATES, AnyEvent, DestroyWorkspace, Event, Refill
 from runtime.monitoring.boards import Boards, Sweeps
 from runtime.monitoring.metrics import Metrics
 from runtime.providers.base import Provider
@@ -227,6 +227,7 @@ class Runtime:
             ctx.deliver(workspace_id, DestroyWorkspace(None, reason=reason))
         self._ctx = ctx
         self._router.serve(ctx)  # requests are served from here on
+        ctx.registry.tell(POOL, Refill())  # the providers' health is known now: fill without waiting for a tick
         if ctx.mcp is not None:  # they are clients of the runtime: after it serves
             self._mcp = ctx.mcp
             ctx.mcp.start()

@@ -11,7 +11,7 @@ import pytest
 
 from runtime.app import Runtime
 from runtime.errors import CapacityExceeded
-from runtime.messages import WorkspaceSpec
+from runtime.messages import Probe, WorkspaceSpec
 from runtime.wire import Client, Subscriber
 from tests.conftest import MakeSettings
 from tests.fakes import FakeProvider
@@ -258,3 +258,17 @@ def test_a_crashed_pool_or_reaper_is_restarted_without_touching_workspaces(
             client.destroy(record.id)
     finally:
         runtime.stop()
+
+
+def test_the_pool_fills_as_soon_as_the_runtime_serves_not_at_the_first_health_tick(
+    make_settings: MakeSettings,
+) -> None:
+    class SlowToAnswer(FakeProvider):
+        def probe(self) -> Probe:  # a backend whose health check takes a while, as Docker's may
+            time.sleep(0.3)
+            return super().probe()
+
+    slow = SlowToAnswer()
+    runtime = start(make_settings, slow, warm_pool_size=2, health_interval_s=3600.0)
+    with runtime, runtime.client(timeout_s=10) as client:
+        poll_until(lambda: client.stats()["pool"]["size"] == 2, timeout_s=20)

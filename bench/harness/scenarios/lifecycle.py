@@ -178,7 +178,6 @@ def run_pool(ctx: Context) -> list[Scenario]:
             ours=claims,
             baseline=raws,
             baseline_label=RAW_CREATE,
-            note=f"pool of {POOL_SIZE}; claims timed while the pool was full; health checks every 1 s (the pool "
-            "first fills at the first health tick after start, 30 s by default)",
+            note=f"pool of {POOL_SIZE}; claims timed while the pool was full; health checks every 1 s",
         )
     ]
