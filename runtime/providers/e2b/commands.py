@@ -191,21 +191,11 @@ class E2BCommands:
         out, err = _Capture(command.output_limit), _Capture(command.output_limit)
 
         def wait() -> tuple[int, bool]:
-            try:
-                proc.wait(on_stdout=out.add, on_stderr=err.add)
-            except CommandExitException as exc:  # a non-zero exit is a result
-                return _exit_code(exc), False
-            except TimeoutException as exc:
-                if type(exc) is not TimeoutException or command.timeout_s is None:
-                    raise  # the sandbox, not the command, stopped answering
-                self._kill_quietly(sandbox, int(proc.pid))
-                return 137, True
-            return 0, False
+            return self._wait(sandbox, proc, command, out.add, err.add)
 
         exit_code, timed_out = self._guarded(handle, "waiting for a command", wait)
         elapsed = time.monotonic() - started
-        if command.timeout_s is not None and exit_code == 137 and elapsed >= command.timeout_s:
-            timed_out = True
+        timed_out = timed_out or _killed_at_timeout(command, exit_code, elapsed)
         return ExecResult(
             exit_code=exit_code,
             stdout=out.result(),
@@ -214,6 +204,29 @@ class E2BCommands:
             duration_ms=elapsed * 1000.0,
             via="e2b",
         )
+
+    def _wait(
+        self,
+        sandbox: Sandbox,
+        proc: Any,
+        command: Command,
+        on_stdout: Callable[[str], None],
+        on_stderr: Callable[[str], None],
+    ) -> tuple[int, bool]:
+        """Wait for a started command: its exit code (128 + n when signal n ended it), and whether it timed out.
+
+        Raises the SDK's exception when the sandbox, not the command, stopped answering.
+        """
+        try:
+            proc.wait(on_stdout=on_stdout, on_stderr=on_stderr)
+        except CommandExitException as exc:  # a non-zero exit is a result
+            return _exit_code(exc), False
+        except TimeoutException as exc:
+            if type(exc) is not TimeoutException or command.timeout_s is None:
+                raise  # (its subclasses say the sandbox stopped or cannot be reached)
+            self._kill_quietly(sandbox, int(proc.pid))
+            return 137, True
+        return 0, False
 
     @staticmethod
     def _kill_quietly(sandbox: Sandbox, pid: int) -> None:
@@ -233,26 +246,17 @@ class E2BCommands:
             self._feed(handle, sandbox, process.pid, command.stdin, close=not command.stdin_open)
 
         def follow() -> None:
-            exit_code: int | None = 0
-            timed_out, error = False, None
+            exit_code: int | None
+            error = None
             try:
-                proc.wait(
-                    on_stdout=lambda text: sink.output("stdout", text.encode()),
-                    on_stderr=lambda text: sink.output("stderr", text.encode()),
-                )
-            except CommandExitException as exc:
-                exit_code = _exit_code(exc)
-            except TimeoutException as exc:
-                if type(exc) is TimeoutException and command.timeout_s is not None:
-                    self._kill_quietly(sandbox, process.pid)
-                    exit_code, timed_out = 137, True
-                else:
-                    exit_code, error = None, f"lost the E2B sandbox while the command ran: {exc}"
-            except Exception as exc:
-                exit_code, error = None, f"lost the E2B command stream: {type(exc).__name__}: {exc}"
+                exit_code, timed_out = self._wait(
+                    sandbox, proc, command, lambda text: sink.output("stdout", text.encode()),
+                    lambda text: sink.output("stderr", text.encode()),
+                )  # fmt: skip
+            except Exception as exc:  # the sandbox or the stream went: the process is lost to us
+                exit_code, timed_out, error = None, False, f"lost the E2B command stream: {type(exc).__name__}: {exc}"
             elapsed = time.monotonic() - started
-            if command.timeout_s is not None and exit_code == 137 and elapsed >= command.timeout_s:
-                timed_out = True
+            timed_out = timed_out or (exit_code is not None and _killed_at_timeout(command, exit_code, elapsed))
             with self._lock:
                 self._processes.pop((handle, key), None)
             sink.exited(exit_code, timed_out, elapsed * 1000.0, error)
@@ -342,6 +346,11 @@ class E2BCommands:
         if mode is not None:
             line = shlex.join(["chmod", format(mode, "o"), "--", resolved])
             self._guarded(handle, f"changing the mode of {path}", lambda: sandbox.commands.run(line, user=USER))
+
+
+def _killed_at_timeout(command: Command, exit_code: int, elapsed_s: float) -> bool:
+    """Whether the in-sandbox ``timeout -s KILL`` ended the command (137, at or after its timeout)."""
+    return command.timeout_s is not None and exit_code == 137 and elapsed_s >= command.timeout_s
 
 
 class _Capture:
