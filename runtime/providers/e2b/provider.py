@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import queue
 import threading
@@ -143,7 +144,8 @@ class E2BProvider:
             with translated(f"making /workspace in sandbox {handle}"):
                 sandbox.commands.run("mkdir -p /workspace", user=USER, timeout=60)
         except WorkspaceError:
-            self.destroy(handle)  # a sandbox without its /workspace is of no use
+            with contextlib.suppress(WorkspaceError):  # the first error is the one to tell (an orphan is reaped)
+                self.destroy(handle)  # a sandbox without its /workspace is of no use
             raise
         return handle
 
