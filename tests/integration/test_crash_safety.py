@@ -261,7 +261,7 @@ def test_exceeding_the_restart_intensity_exits_non_zero_with_a_clear_line(crasha
         from actors.provider import ProviderActor
         from runtime.cli import main
 
-        def broken(self):
+        def broken(self, again=False):
             raise RuntimeError("injected fault in the health check")
 
         ProviderActor._check = broken
