@@ -38,7 +38,7 @@ from runtime.monitoring.boards import Boards, Sweeps
 from runtime.monitoring.metrics import Metrics
 from runtime.providers.base import Provider
 from runtime.providers.docker import DockerProvider
-from runtime.providers.e2b import E2BProvider
+from runtime.providers.e2b import e2b_in_use, e2b_provider
 from runtime.state import ProcessTable, StateLog, reconcile_at_start
 from runtime.version import __version__
 from runtime.wire import Client, Publisher, Subscriber
@@ -156,14 +156,8 @@ class Runtime:
                     instance_id=instance_id, default_image=settings.default_image, network_name=settings.network_name
                 )
             }
-            if settings.e2b_api_key or "e2b" in (settings.default_provider, *settings.fallback_providers):
-                providers["e2b"] = E2BProvider(
-                    instance_id=instance_id,
-                    api_key=settings.e2b_api_key,
-                    domain=settings.e2b_domain,
-                    api_url=settings.e2b_api_url,
-                    max_timeout_s=settings.e2b_max_timeout_s,
-                )
+            if e2b_in_use(settings):
+                providers["e2b"] = e2b_provider(settings, instance_id)
         return dict(providers)
 
     def _mcp_door(self, statelog: StateLog) -> Door:

@@ -20,7 +20,8 @@ from runtime.config import Settings, load_settings
 from runtime.monitoring.logs import configure
 from runtime.providers.base import Provider
 from runtime.providers.docker import DockerProvider
-from runtime.providers.e2b import E2BApi, E2BParams, E2BProvider
+from runtime.providers.e2b import E2BApi, E2BProvider
+from runtime.providers.e2b import e2b_provider as runtime_e2b_provider
 from tests.e2b_standin import ControlPlane, attach
 
 __all__ = ["StandInApi", "e2b_provider", "providers", "sandbox_ids"]
@@ -44,13 +45,7 @@ class StandInApi(E2BApi):
 
 def e2b_provider(settings: Settings, instance_id: str) -> E2BProvider:
     """The ``e2b`` provider of ``settings`` (``E2B_API_URL`` is the stand-in's) on ``StandInApi``."""
-    params = E2BParams(api_key=settings.e2b_api_key or "", domain=settings.e2b_domain, api_url=settings.e2b_api_url)
-    return E2BProvider(
-        instance_id=instance_id,
-        api_key=settings.e2b_api_key,
-        max_timeout_s=settings.e2b_max_timeout_s,
-        api=StandInApi(params),
-    )
+    return runtime_e2b_provider(settings, instance_id, StandInApi)
 
 
 def providers(settings: Settings, instance_id: str) -> dict[str, Provider]:

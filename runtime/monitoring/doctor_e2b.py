@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from runtime.config import Settings
 from runtime.monitoring.checks import Check
-from runtime.providers.e2b import E2BParams, E2BProvider
+from runtime.providers.e2b import e2b_in_use, e2b_provider
 
 __all__ = ["e2b_checks", "e2b_in_use"]
 
@@ -29,25 +29,19 @@ _INTERNET_FIX = (
 )
 
 
-def e2b_in_use(settings: Settings) -> bool:
-    """Whether the runtime builds the ``e2b`` provider with these settings."""
-    return bool(settings.e2b_api_key) or "e2b" in (settings.default_provider, *settings.fallback_providers)
-
-
 def e2b_checks(settings: Settings) -> list[Check]:
     """The three checks, in order (a failed one skips the checks that depend on it)."""
-    params = E2BParams(api_key=settings.e2b_api_key or "", domain=settings.e2b_domain, api_url=settings.e2b_api_url)
     checks: list[Check] = []
     if settings.e2b_api_key:
         checks.append(Check("e2b api key", "PASS", "E2B_API_KEY is set"))
     else:
         fix = "set E2B_API_KEY to your team's key (https://e2b.dev/dashboard), or stop using the e2b provider"
         checks.append(Check("e2b api key", "FAIL", "E2B_API_KEY is not set: the e2b provider is unhealthy", fix))
-    reach = _reach(params.where)
+    provider = e2b_provider(settings, "doctor")
+    reach = _reach(provider.where)
     checks.append(reach)
     if settings.e2b_api_key and reach.status == "PASS":
-        probe = E2BProvider(instance_id="doctor", api_key=settings.e2b_api_key, api=None, domain=params.domain,
-                            api_url=params.api_url).probe()  # fmt: skip
+        probe = provider.probe()
         if probe.healthy:
             checks.append(Check("e2b api", "PASS", probe.detail))
         else:

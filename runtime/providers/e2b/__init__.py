@@ -8,6 +8,6 @@ translation of the SDK's exceptions.
 
 from runtime.providers.e2b.api import E2BApi, E2BParams
 from runtime.providers.e2b.errors import REJECTED_KEY
-from runtime.providers.e2b.provider import E2BProvider
+from runtime.providers.e2b.provider import E2BProvider, e2b_in_use, e2b_provider
 
-__all__ = ["REJECTED_KEY", "E2BApi", "E2BParams", "E2BProvider"]
+__all__ = ["REJECTED_KEY", "E2BApi", "E2BParams", "E2BProvider", "e2b_in_use", "e2b_provider"]

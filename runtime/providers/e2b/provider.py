@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 
+from runtime.config import Settings
 from runtime.errors import ProviderUnavailable, WorkspaceError
 from runtime.messages import BackendState, ContainerEvent, Probe, ResourceUsage, WorkspaceSpec
 from runtime.providers.base import LABEL_ID, LABEL_INSTANCE, LABEL_MANAGED
@@ -36,7 +37,7 @@ from runtime.providers.e2b.api import E2BApi, E2BParams
 from runtime.providers.e2b.commands import USER, E2BCommands
 from runtime.providers.e2b.errors import REJECTED_KEY, translated
 
-__all__ = ["E2BProvider"]
+__all__ = ["E2BProvider", "e2b_in_use", "e2b_provider"]
 
 _NO_KEY = "E2B_API_KEY not set: the e2b provider needs an E2B API key"
 _TOLERANCE_S = 5.0  # a timeout already within this of the wanted end is left alone
@@ -61,34 +62,29 @@ class E2BProvider:
 
     Args:
         instance_id: This runtime's instance (on every sandbox's metadata).
-        api_key: ``E2B_API_KEY`` (``None``: the provider is unhealthy, saying so).
-        domain: ``E2B_DOMAIN``.
-        api_url: ``E2B_API_URL`` (``None``: ``https://api.<domain>``).
+        api: The control plane, with its key (none: the provider is unhealthy, saying so).
         max_timeout_s: ``WORKSPACE_E2B_MAX_TIMEOUT_S``.
-        api: The control plane; by default the SDK's (tests pass a stand-in's).
+
+    ``e2b_provider`` builds one from the settings.
     """
 
     name = "e2b"
 
-    def __init__(
-        self,
-        *,
-        instance_id: str,
-        api_key: str | None,
-        domain: str = "e2b.app",
-        api_url: str | None = None,
-        max_timeout_s: int = 3600,
-        api: E2BApi | None = None,
-    ) -> None:
+    def __init__(self, *, instance_id: str, api: E2BApi, max_timeout_s: int = 3600) -> None:
         self._instance_id = instance_id
-        self._api_key = api_key
-        self._api = api or E2BApi(E2BParams(api_key=api_key or "", domain=domain, api_url=api_url))
+        self._api_key = api.params.api_key
+        self._api = api
         self._max_timeout_s = max_timeout_s
         self._lock = threading.Lock()
         self._ends: dict[str, float] = {}  # sandbox -> when its E2B timeout ends, as last set or seen
         self._workspaces: dict[str, str] = {}  # sandbox -> workspace id
         self._events: queue.Queue[ContainerEvent | None] = queue.Queue()
         self._commands = E2BCommands(self._api, self._gone)
+
+    @property
+    def where(self) -> str:
+        """The URL of the E2B API this provider uses."""
+        return self._api.params.where
 
     @property
     def commands(self) -> E2BCommands:
@@ -111,7 +107,7 @@ class E2BProvider:
         """No key: unhealthy at once. A key: one authenticated listing of one sandbox decides."""
         if not self._api_key:
             return Probe(False, "e2b", _NO_KEY)
-        where = self._api.params.where
+        where = self.where
         try:
             list(self._api.list(self._metadata_query(), limit=1))
         except WorkspaceError as exc:
@@ -220,3 +216,14 @@ class E2BProvider:
     def close(self) -> None:
         """Stop following processes; the sandboxes keep running."""
         self._commands.close()
+
+
+def e2b_in_use(settings: Settings) -> bool:
+    """Whether the runtime builds the ``e2b`` provider: it is the default or a fallback, or a key is set."""
+    return bool(settings.e2b_api_key) or "e2b" in (settings.default_provider, *settings.fallback_providers)
+
+
+def e2b_provider(settings: Settings, instance_id: str, api: type[E2BApi] = E2BApi) -> E2BProvider:
+    """The ``e2b`` provider ``settings`` describe, its control plane an ``api`` (tests pass a stand-in's)."""
+    params = E2BParams(api_key=settings.e2b_api_key or "", domain=settings.e2b_domain, api_url=settings.e2b_api_url)
+    return E2BProvider(instance_id=instance_id, api=api(params), max_timeout_s=settings.e2b_max_timeout_s)

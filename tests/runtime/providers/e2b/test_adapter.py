@@ -39,8 +39,8 @@ from runtime.providers.e2b.errors import sandbox_gone, sandbox_stopped, translat
 class RecordingApi(E2BApi):
     """A control plane that answers from memory and records what it was asked."""
 
-    def __init__(self, listing: list[Any] | None = None, fail: Exception | None = None) -> None:
-        super().__init__(E2BParams(api_key="e2b_test", api_url="http://127.0.0.1:9"))
+    def __init__(self, listing: list[Any] | None = None, fail: Exception | None = None, key: str = "e2b_test") -> None:
+        super().__init__(E2BParams(api_key=key, api_url="http://127.0.0.1:9"))
         self.listing = listing or []
         self.fail = fail
         self.calls: list[tuple[str, Any]] = []
@@ -56,8 +56,8 @@ class RecordingApi(E2BApi):
         self.calls.append(("set_timeout", (sandbox_id, timeout_s)))
 
 
-def provider(api: RecordingApi, *, key: str | None = "e2b_test", max_timeout_s: int = 3600) -> E2BProvider:
-    return E2BProvider(instance_id="inst1", api_key=key, max_timeout_s=max_timeout_s, api=api)
+def provider(api: RecordingApi, *, max_timeout_s: int = 3600) -> E2BProvider:
+    return E2BProvider(instance_id="inst1", api=api, max_timeout_s=max_timeout_s)
 
 
 @pytest.mark.parametrize(
@@ -105,13 +105,13 @@ def test_a_missing_sandbox_is_told_apart_from_a_missing_file_and_from_a_paused_s
 
 
 def test_without_a_key_the_provider_is_unhealthy_and_makes_no_call() -> None:
-    api = RecordingApi()
-    probe = provider(api, key=None).probe()
+    api = RecordingApi(key="")
+    probe = provider(api).probe()
     assert not probe.healthy
     assert probe.detail.startswith("E2B_API_KEY not set")
     assert api.calls == []
     with pytest.raises(ProviderUnavailable, match="E2B_API_KEY not set"):
-        provider(api, key=None).create(None)  # type: ignore[arg-type]
+        provider(api).create(None)  # type: ignore[arg-type]
 
 
 def test_with_a_key_one_listing_of_one_sandbox_decides_and_the_detail_says_which() -> None:
