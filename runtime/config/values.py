@@ -14,9 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# Sizes are parsed by the vocabulary, which checks a request's sizes as it is decoded.
+from runtime.messages.limits import MAX_MEMORY_BYTES, MIN_MEMORY_BYTES, parse_size
+
 __all__ = [
     "DEFAULT_IMAGE",
     "ENDPOINT_RE",
+    "MAX_MEMORY_BYTES",
     "MIN_MEMORY_BYTES",
     "NETWORK_RE",
     "PROVIDERS",
@@ -36,45 +40,16 @@ __all__ = [
 
 PROVIDERS = ("gvisor", "firecracker", "e2b")
 DEFAULT_IMAGE = "agent-workspaces/base:bookworm"
-MIN_MEMORY_BYTES = 6 << 20
-"""The least memory a workspace may have (Docker refuses less)."""
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 ENDPOINT_RE = re.compile(r"^(tcp://\S+:(\d+|\*)|ipc://\S+|inproc://\S+)$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def parse_size(value: object) -> int:
-    """Parse a size such as ``4G``, ``512M``, ``1.5g``, ``4GiB`` or a byte count.
-
-    Units are binary (``1G`` is 1024**3 bytes), as in Docker's ``--memory``.
-
-    Raises:
-        ValueError: ``value`` is not a positive size.
-    """
-    if isinstance(value, bool):
-        raise ValueError(value)
-    if isinstance(value, int):
-        if value <= 0:
-            raise ValueError(value)
-        return value
-    match = _SIZE_RE.match(str(value))
-    if match is None:
-        raise ValueError(value)
-    number, unit, _ = match.groups()
-    size = int(float(number) * _SIZE_UNITS[unit.lower()])
-    if size <= 0:
-        raise ValueError(value)
-    return size
-
-
 def memory(value: object) -> int:
-    """A size no smaller than ``MIN_MEMORY_BYTES`` (Docker refuses less)."""
+    """A size from ``MIN_MEMORY_BYTES`` (Docker refuses less) to ``MAX_MEMORY_BYTES``."""
     size = parse_size(value)
-    if size < MIN_MEMORY_BYTES:
+    if not MIN_MEMORY_BYTES <= size <= MAX_MEMORY_BYTES:
         raise ValueError(value)
     return size
 

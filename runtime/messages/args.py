@@ -7,30 +7,38 @@ encoded, so a client's request carries only what it sets.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import Final
 
 import msgspec
-from msgspec import Meta
 
 from runtime.messages.backend import RunOptions
 from runtime.messages.records import State
 from runtime.messages.rules import (
     AppName,
+    AuditLimit,
     Cmd,
     Cpu,
     Depth,
-    EnvName,
-    EnvValue,
+    Disk,
+    EncryptionKey,
+    Env,
     FileMode,
     GithubId,
     GitRef,
     ImageName,
-    LabelKey,
-    LabelValue,
+    Labels,
+    McpMessage,
     McpName,
+    Memory,
+    Path,
     PrivateKey,
+    ProcessId,
+    ProviderName,
     RepoRef,
-    Seconds,
+    Seq,
+    Signal,
+    Ttl,
+    WorkspaceId,
 )
 
 __all__ = [
@@ -70,27 +78,27 @@ class CreateArgs(ArgsStruct, kw_only=True, frozen=True):
     ``memory`` and ``disk`` are sizes such as ``"4G"`` or a number of bytes.
     """
 
-    provider: str | None = None
+    provider: ProviderName | None = None
     image: ImageName | None = None
     cpu: Cpu | None = None
-    memory: int | str | None = None
-    disk: int | str | None = None
-    env: dict[EnvName, EnvValue] = {}
-    labels: dict[LabelKey, LabelValue] = {}
-    ttl_seconds: Seconds | None = None
+    memory: Memory | None = None
+    disk: Disk | None = None
+    env: Env = {}
+    labels: Labels = {}
+    ttl_seconds: Ttl | None = None
     persistent: bool = False
 
 
 class WorkspaceArgs(ArgsStruct, frozen=True):
     """Arguments of ops addressing one workspace: ``get``, ``destroy``, ``exec_list``."""
 
-    workspace_id: str
+    workspace_id: WorkspaceId
 
 
 class ListArgs(ArgsStruct, kw_only=True, frozen=True):
     """Arguments of ``list``: every label must match; ``state`` filters by state."""
 
-    labels: dict[str, str] = {}
+    labels: Labels = {}
     state: State | None = None
 
 
@@ -101,7 +109,7 @@ class ExecArgs(ArgsStruct, RunOptions, kw_only=True, frozen=True):
     (its output comes as events).
     """
 
-    workspace_id: str
+    workspace_id: WorkspaceId
     cmd: Cmd
     stream: bool = False
 
@@ -114,8 +122,8 @@ class ExecArgs(ArgsStruct, RunOptions, kw_only=True, frozen=True):
 class ExecStdinArgs(ArgsStruct, kw_only=True, frozen=True):
     """Arguments of ``exec_stdin``: bytes for a streamed process's stdin; ``close`` ends it."""
 
-    workspace_id: str
-    process_id: str
+    workspace_id: WorkspaceId
+    process_id: ProcessId
     data: bytes = b""
     close: bool = False
 
@@ -123,24 +131,24 @@ class ExecStdinArgs(ArgsStruct, kw_only=True, frozen=True):
 class ExecKillArgs(ArgsStruct, kw_only=True, frozen=True):
     """Arguments of ``exec_kill``: a signal (name or number) for the process's whole group."""
 
-    workspace_id: str
-    process_id: str
-    signal: str | int = "TERM"
+    workspace_id: WorkspaceId
+    process_id: ProcessId
+    signal: Signal = "TERM"
 
 
 class ExecOutputArgs(ArgsStruct, kw_only=True, frozen=True):
     """Arguments of ``exec_output``: the output events kept for a process, after ``after``."""
 
-    workspace_id: str
-    process_id: str
-    after: int = 0
+    workspace_id: WorkspaceId
+    process_id: ProcessId
+    after: Seq = 0
 
 
 class WriteFileArgs(ArgsStruct, kw_only=True, frozen=True):
     """Arguments of ``write_file``."""
 
-    workspace_id: str
-    path: str
+    workspace_id: WorkspaceId
+    path: Path
     data: bytes
     mode: FileMode | None = None
 
@@ -148,15 +156,15 @@ class WriteFileArgs(ArgsStruct, kw_only=True, frozen=True):
 class ReadFileArgs(ArgsStruct, kw_only=True, frozen=True):
     """Arguments of ``read_file``."""
 
-    workspace_id: str
-    path: str
+    workspace_id: WorkspaceId
+    path: Path
 
 
 class ExtendArgs(ArgsStruct, kw_only=True, frozen=True):
     """Arguments of ``extend``."""
 
-    workspace_id: str
-    ttl_seconds: Seconds
+    workspace_id: WorkspaceId
+    ttl_seconds: Ttl
 
 
 class GithubAppSetArgs(ArgsStruct, kw_only=True, frozen=True):
@@ -184,7 +192,7 @@ class GithubAppArgs(ArgsStruct, frozen=True):
 class GithubKeyArgs(ArgsStruct, frozen=True):
     """Arguments of ``github_key_rotate``: the new ``GITHUB_APP_ENCRYPTION_KEY`` (hex or base64)."""
 
-    key: str
+    key: EncryptionKey
 
     def __repr__(self) -> str:
         return "GithubKeyArgs(key=<hidden>)"
@@ -199,19 +207,19 @@ class GitCloneArgs(ArgsStruct, kw_only=True, frozen=True):
     (default: the repository's name); ``depth`` a shallow clone.
     """
 
-    workspace_id: str
+    workspace_id: WorkspaceId
     repo: RepoRef
     app: AppName | None = None
     ref: GitRef | None = None
-    path: str | None = None
+    path: Path | None = None
     depth: Depth | None = None
 
 
 class AuditArgs(ArgsStruct, kw_only=True, frozen=True):
     """Arguments of ``github_audit``: the uses of credentials recorded after ``after`` (a ``seq``)."""
 
-    after: int = 0
-    limit: Annotated[int, Meta(ge=1, le=1000)] = 100
+    after: Seq = 0
+    limit: AuditLimit = 100
 
 
 class McpCallArgs(ArgsStruct, frozen=True):
@@ -222,7 +230,7 @@ class McpCallArgs(ArgsStruct, frozen=True):
     """
 
     name: McpName
-    message: dict[str, Any]
+    message: McpMessage
 
 
 OPS: Final[dict[str, type[ArgsStruct]]] = {

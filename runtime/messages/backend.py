@@ -12,7 +12,7 @@ from typing import Final, Literal
 
 import msgspec
 
-from runtime.messages.rules import EnvName, EnvValue, Seconds
+from runtime.messages.rules import Env, Path, Timeout
 
 __all__ = ["OUTPUT_LIMIT", "BackendState", "Command", "ContainerEvent", "Probe", "ResourceUsage", "RunOptions"]
 
@@ -31,10 +31,10 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
         stdin_open: For a streamed process: keep stdin open for later writes.
     """
 
-    cwd: str | None = None
-    env: dict[EnvName, EnvValue] = {}
+    cwd: Path | None = None
+    env: Env = {}
     stdin: bytes | None = None
-    timeout_s: Seconds | None = None
+    timeout_s: Timeout | None = None
     stdin_open: bool = False
 
 

@@ -14,6 +14,7 @@ import msgspec
 from runtime.messages.args import OPS, ArgsStruct
 from runtime.messages.envelope import Reply, Request
 from runtime.messages.events import AnyEvent
+from runtime.messages.limits import MAX_MCP_NESTING
 from runtime.messages.records import StoredWorkspace
 from runtime.messages.rules import broken_rule
 
@@ -48,6 +49,8 @@ _stored_decoder = msgspec.msgpack.Decoder(StoredWorkspace)
 _event_decoder: msgspec.msgpack.Decoder[AnyEvent] = msgspec.msgpack.Decoder(AnyEvent)
 _args_decoders = {op: msgspec.msgpack.Decoder(cls) for op, cls in OPS.items()}
 _typed_decoders: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
+_WORDS_CHARS = 256
+_TOO_DEEP = f"args are nested too deeply: at most {MAX_MCP_NESTING} levels of maps and arrays"
 _AT_FIELD = re.compile(r" - at `(?:key` in `)?\$\.")
 
 
@@ -58,7 +61,10 @@ def encode(obj: Any) -> bytes:
 
 def decode_request(frame: bytes | memoryview) -> Request:
     """Decode a request envelope (raises ``msgspec.DecodeError`` if malformed)."""
-    return _request_decoder.decode(frame)
+    try:
+        return _request_decoder.decode(frame)
+    except RecursionError:  # even skipped values (``args``, unknown keys) are walked by recursion
+        raise msgspec.DecodeError("maps or arrays are nested too deeply") from None
 
 
 def decode_reply(frame: bytes | memoryview) -> Reply:
@@ -72,7 +78,10 @@ def decode_args(op: str, raw: msgspec.Raw) -> ArgsStruct:
     Raises:
         msgspec.DecodeError: They are malformed, or break a rule (``RuleBroken``).
     """
-    args = _args_decoders[op].decode(raw)
+    try:
+        args = _args_decoders[op].decode(raw)
+    except RecursionError:  # maps or arrays nested past the interpreter's limit (``Any`` fields)
+        raise RuleBroken(_TOO_DEEP) from None
     refusal = broken_rule(OPS[op], args)
     if refusal is not None:
         raise RuleBroken(refusal)
@@ -104,7 +113,10 @@ def invalid_args(op: str, raw: msgspec.Raw, error: msgspec.DecodeError) -> str:
     range: expected 0.01 to 1024 cores``); anything else (a wrong type, an unknown or
     missing field, bytes that are not MessagePack) keeps msgspec's own message.
     """
-    values = msgspec.msgpack.decode(raw) if _AT_FIELD.search(str(error)) else None
+    try:
+        values = msgspec.msgpack.decode(raw) if _AT_FIELD.search(str(error)) else None
+    except (msgspec.DecodeError, RecursionError):
+        values = None
     return invalid_values(op, values, error)
 
 
@@ -116,4 +128,7 @@ def invalid_values(op: str, values: Any, error: msgspec.DecodeError) -> str:
         explained = broken_rule(OPS[op], values)
         if explained is not None:
             return f"invalid args for {op}: {explained}"
-    return f"invalid args for {op}: {error}"
+    words = str(error)
+    if len(words) > _WORDS_CHARS:  # msgspec quotes an unknown field's name whole
+        words = f"{words[:_WORDS_CHARS]}... ({len(words)} characters)"
+    return f"invalid args for {op}: {words}"

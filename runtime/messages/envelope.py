@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
+
+from runtime.messages.limits import MAX_OP_CHARS, MAX_REQUEST_ID_CHARS
 
 __all__ = ["WELCOME", "ErrorBody", "ErrorReply", "OkReply", "Reply", "Request"]
 
@@ -13,10 +15,14 @@ WELCOME: Final = b"\x00welcome"
 
 
 class Request(msgspec.Struct, frozen=True):
-    """A request envelope; ``args`` is decoded per op once the op is known."""
+    """A request envelope; ``args`` is decoded per op once the op is known.
 
-    id: str
-    op: str
+    ``id`` and ``op`` are bounded as the envelope is decoded: the id is kept with the
+    request (for retries) and both are quoted back, so neither may be large.
+    """
+
+    id: Annotated[str, msgspec.Meta(max_length=MAX_REQUEST_ID_CHARS)]
+    op: Annotated[str, msgspec.Meta(max_length=MAX_OP_CHARS)]
     token: str = ""
     args: msgspec.Raw = msgspec.Raw(b"\x80")
 

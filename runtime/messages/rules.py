@@ -3,32 +3,58 @@
 A rule is an ``Annotated`` type whose ``msgspec.Meta`` carries the rule's bounds and,
 in ``extra``, its refusal: the sentence that tells a client what was wrong, a template
 over ``name`` (the field), ``value`` and, inside maps, ``key``; and where a bound is not
-msgspec's (a pattern, "the first item is not empty"), its ``check``. msgspec enforces its
-bounds as a message is decoded; ``broken_rule`` runs the checks right after and words
-any refusal, so ``bad_request`` names the field and what is accepted. (msgspec's own
-``pattern`` constraint is not used: in msgspec 0.22 it corrupts memory when its type
-information is freed - msgspec issue #717, reproduced here as segfaults.)
+msgspec's (a pattern, "the first item is not empty"), its ``check`` (``runtime.messages.ruling``
+writes them down and checks them). msgspec enforces its bounds as a message is decoded;
+``broken_rule`` runs the checks right after and words any refusal, so ``bad_request``
+names the field and what is accepted. (msgspec's own ``pattern`` constraint is not used:
+in msgspec 0.22 it corrupts memory when its type information is freed - msgspec issue
+#717, reproduced here as segfaults.) The numbers are ``runtime.messages.limits``'s.
 """
 
 from __future__ import annotations
 
 import re
 import signal as signals
-import types
-import typing
-from collections.abc import Callable
-from functools import cache
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 import msgspec
 
 from runtime.errors import BadRequest
+from runtime.messages.limits import (
+    IMAGE_REFERENCE,
+    MAX_ARGV_ITEMS,
+    MAX_CMD_CHARS,
+    MAX_DEPTH,
+    MAX_DISK_BYTES,
+    MAX_ENV_CHARS,
+    MAX_ENV_NAME,
+    MAX_ENV_VALUE,
+    MAX_ENV_VARS,
+    MAX_ID_CHARS,
+    MAX_IMAGE_CHARS,
+    MAX_LABELS,
+    MAX_MCP_NESTING,
+    MAX_MEMORY_BYTES,
+    MAX_PATH_CHARS,
+    MAX_SIZE_CHARS,
+    MAX_TIMEOUT_S,
+    MAX_TTL_S,
+    MIN_DISK_BYTES,
+    MIN_MEMORY_BYTES,
+    parse_size,
+    size_text,
+)
+from runtime.messages.ruling import broken_rule, meta
 
 __all__ = [
     "AppName",
+    "AuditLimit",
     "Cmd",
     "Cpu",
     "Depth",
+    "Disk",
+    "EncryptionKey",
+    "Env",
     "EnvName",
     "EnvValue",
     "FileMode",
@@ -37,238 +63,294 @@ __all__ = [
     "ImageName",
     "LabelKey",
     "LabelValue",
+    "Labels",
+    "McpMessage",
     "McpName",
+    "Memory",
+    "Path",
     "PrivateKey",
+    "ProcessId",
+    "ProviderName",
     "RepoRef",
-    "Seconds",
+    "Seq",
+    "Signal",
+    "Timeout",
+    "Ttl",
+    "WorkspaceId",
     "broken_rule",
     "signal_number",
 ]
 
-
-def _meta(
-    refusal: str,
-    description: str,
-    *,
-    regex: str | None = None,
-    check: Callable[[Any], bool] | None = None,
-    **bounds: Any,
-) -> msgspec.Meta:
-    """A rule's ``Meta``: msgspec's ``bounds``, and ``regex`` (the whole value must match) or ``check``."""
-    extra: dict[str, Any] = {"refusal": refusal}
-    if regex is not None:
-        fullmatch = re.compile(regex).fullmatch  # unlike `$`, no newline may slip in after the match
-        extra["check"] = lambda value: fullmatch(value) is not None
-    elif check is not None:
-        extra["check"] = check
-    return msgspec.Meta(description=description, extra=extra, **bounds)
-
-
-Seconds = Annotated[float, _meta("{name}={value!r} must be > 0", "A number of seconds > 0", gt=0)]
-"""A duration: ``ttl_seconds``, ``timeout_s``."""
-Cpu = Annotated[
-    float, _meta("{name}={value!r} is out of range: expected 0.01 to 1024 cores", "CPU cores", ge=0.01, le=1024)
+Ttl = Annotated[
+    float,
+    meta(
+        f"{{name}}={{value!r}} must be > 0 and at most {MAX_TTL_S:.0f} (10 years)",
+        "A number of seconds > 0, at most 10 years",
+        gt=0,
+        le=MAX_TTL_S,
+    ),
 ]
-FileMode = Annotated[int, _meta("{name}={value!r} is not a file mode (0 to 0o7777)", "A file mode", ge=0, le=0o7777)]
+"""How long a workspace lives: ``ttl_seconds``."""
+Timeout = Annotated[
+    float,
+    meta(
+        f"{{name}}={{value!r}} must be > 0 and at most {MAX_TIMEOUT_S:.0f} (7 days)",
+        "A number of seconds > 0, at most 7 days",
+        gt=0,
+        le=MAX_TIMEOUT_S,
+    ),
+]
+"""How long a command may run: ``timeout_s``."""
+Cpu = Annotated[
+    float, meta("{name}={value!r} is out of range: expected 0.01 to 1024 cores", "CPU cores", ge=0.01, le=1024)
+]
+FileMode = Annotated[int, meta("{name}={value!r} is not a file mode (0 to 0o7777)", "A file mode", ge=0, le=0o7777)]
 ImageName = Annotated[
-    str, _meta("{name}={value!r} is not a valid image name", "An image reference", regex=r"\S{1,255}")
+    str,
+    meta(
+        "{name}={value!r} is not a valid image name: expected a Docker reference such as busybox, "
+        f"ghcr.io/owner/name:tag or name@sha256:<hex> (repository in lower case, at most {MAX_IMAGE_CHARS} characters)",
+        "An image reference (Docker's grammar); on e2b, a template's name or id",
+        regex="(?a)" + IMAGE_REFERENCE,
+        max_length=MAX_IMAGE_CHARS,
+    ),
 ]
 EnvName = Annotated[
     str,
-    _meta(
-        "env name {value!r} is not valid: expected letters, digits and _ (not first a digit)",
+    meta(
+        f"env name {{value!r}} is not valid: expected 1 to {MAX_ENV_NAME} letters, digits and _ (not first a digit)",
         "An environment variable name",
-        regex=r"[A-Za-z_][A-Za-z0-9_]*",
+        regex=rf"(?a)[A-Za-z_][A-Za-z0-9_]{{0,{MAX_ENV_NAME - 1}}}",
     ),
 ]
-EnvValue = Annotated[str, _meta("env value of {key} contains a NUL byte", "An environment value", regex=r"[^\x00]*")]
+EnvValue = Annotated[
+    str,
+    meta(
+        f"env value of {{key}} is not valid: at most {MAX_ENV_VALUE} characters, no NUL byte",
+        "An environment value",
+        max_length=MAX_ENV_VALUE,
+        check=lambda value: "\x00" not in value,
+    ),
+]
+Env = Annotated[
+    dict[EnvName, EnvValue],
+    meta(f"{{name}} has too many variables: at most {MAX_ENV_VARS}", max_length=MAX_ENV_VARS),
+    meta(
+        f"{{name}} is too large: at most {MAX_ENV_CHARS} characters of names and values in all",
+        f"Environment variables: at most {MAX_ENV_VARS}, {MAX_ENV_CHARS} characters in all",
+        check=lambda env: sum(len(name) + len(value) + 2 for name, value in env.items()) <= MAX_ENV_CHARS,
+    ),
+]
+"""An ``env`` map, bounded as a whole as well as in each name and value."""
 _LABEL = "label {key!r} is not valid: keys are 1-63 of [A-Za-z0-9._/-], values at most 256 characters"
 LabelKey = Annotated[
-    str, _meta(_LABEL.replace("{key!r}", "{value!r}"), "A label key", regex=r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
+    str, meta(_LABEL.replace("{key!r}", "{value!r}"), "A label key", regex=r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
 ]
-LabelValue = Annotated[str, _meta(_LABEL, "A label value", max_length=256)]
+LabelValue = Annotated[str, meta(_LABEL, "A label value", max_length=256)]
+Labels = Annotated[
+    dict[LabelKey, LabelValue],
+    meta(f"{{name}} has too many labels: at most {MAX_LABELS}", f"Labels: at most {MAX_LABELS}", max_length=MAX_LABELS),
+]
 McpName = Annotated[
     str,
-    _meta(
+    meta(
         "{name}={value!r} is not a valid MCP server name: 1-63 of [A-Za-z0-9._-], first a letter or digit",
         "An MCP server's name",
         regex=r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}",
     ),
 ]
+_CMD_BOUNDS = (
+    f"cmd is too large or has a NUL byte: at most {MAX_ARGV_ITEMS} arguments of {MAX_CMD_CHARS} characters in all"
+)
 Cmd = (
     Annotated[
-        list[str], _meta("cmd is empty", "argv: the program first", min_length=1, check=lambda argv: bool(argv[0]))
+        list[str],
+        meta("cmd is empty", "argv: the program first", min_length=1, check=lambda argv: bool(argv[0])),
+        meta(
+            _CMD_BOUNDS,
+            f"argv: the program first; at most {MAX_ARGV_ITEMS} items, {MAX_CMD_CHARS} characters in all",
+            max_length=MAX_ARGV_ITEMS,
+            check=lambda argv: (
+                sum(len(item) + 1 for item in argv) <= MAX_CMD_CHARS and not any("\x00" in item for item in argv)
+            ),
+        ),
     ]
-    | Annotated[str, _meta("cmd is empty", "A shell command run by sh -c", regex=r"(?s).*\S.*")]
+    | Annotated[
+        str,
+        meta("cmd is empty", "A shell command run by sh -c", regex=r"(?s).*\S.*"),
+        meta(
+            _CMD_BOUNDS,
+            f"A shell command run by sh -c, at most {MAX_CMD_CHARS} characters",
+            max_length=MAX_CMD_CHARS,
+            check=lambda cmd: "\x00" not in cmd,
+        ),
+    ]
 )
 """A command: argv (a non-empty list whose first item is not empty), or a string for ``sh -c``."""
+Path = Annotated[
+    str,
+    meta("{name} is empty", min_length=1),
+    meta(
+        f"{{name}}={{value!r}} is not a path: at most {MAX_PATH_CHARS} characters, no NUL byte",
+        f"A path in the workspace, 1 to {MAX_PATH_CHARS} characters",
+        max_length=MAX_PATH_CHARS,
+        check=lambda path: "\x00" not in path,
+    ),
+]
+"""A path (``write_file``, ``read_file``, ``git_clone``, ``cwd``); where it may point is checked later."""
+WorkspaceId = Annotated[
+    str,
+    meta(
+        f"{{name}}={{value!r}} is not a workspace id: expected ws_ and up to {MAX_ID_CHARS - 3} of [A-Za-z0-9_-]",
+        "A workspace's id: ws_ and 12 hex digits",
+        regex=rf"ws_[A-Za-z0-9_-]{{1,{MAX_ID_CHARS - 3}}}",
+    ),
+]
+ProcessId = Annotated[
+    str,
+    meta(
+        f"{{name}}={{value!r}} is not a process id: expected 1 to {MAX_ID_CHARS} of [A-Za-z0-9_-]",
+        "A streamed process's id: proc_ and 12 hex digits",
+        regex=rf"[A-Za-z0-9][A-Za-z0-9_-]{{0,{MAX_ID_CHARS - 1}}}",
+    ),
+]
+ProviderName = Annotated[
+    str,
+    meta(
+        "{name}={value!r} is not a provider name: expected 1 to 64 of [A-Za-z0-9._-] (gvisor, firecracker, e2b)",
+        "A provider: gvisor, firecracker or e2b",
+        regex=r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}",
+    ),
+]
+
+
+def _size_rules(kind: str, low: int, high: int) -> tuple[msgspec.Meta, msgspec.Meta, msgspec.Meta]:
+    """A size's rules: text that parses (``4G``), then at least ``low``, then at most ``high`` bytes."""
+
+    def parses(value: str) -> bool:
+        try:
+            parse_size(value)
+        except ValueError:
+            return False
+        return True
+
+    def size(value: int | str) -> int:  # text that does not parse is the first rule's to refuse
+        return value if isinstance(value, int) else (parse_size(value) if parses(value) else low)
+
+    description = f"{kind}: {size_text(low)} to {size_text(high)}, e.g. 4G, 512M or a number of bytes"
+    return (
+        meta(
+            "{name}={value!r} is not a size: expected e.g. 4G, 512M or a number of bytes",
+            description,
+            max_length=MAX_SIZE_CHARS,
+            check=parses,
+        ),
+        meta(
+            f"{{name}}={{value!r}} is below the minimum of {size_text(low)}",
+            description,
+            check=lambda value: size(value) >= low,
+        ),
+        meta(
+            f"{{name}}={{value!r}} is above the maximum of {size_text(high)}",
+            description,
+            check=lambda value: size(value) <= high,
+        ),
+    )
+
+
+_MEMORY = _size_rules("Memory", MIN_MEMORY_BYTES, MAX_MEMORY_BYTES)
+Memory = Annotated[int, _MEMORY[1], _MEMORY[2]] | Annotated[str, _MEMORY[0], _MEMORY[1], _MEMORY[2]]
+"""A workspace's memory: a number of bytes, or text such as ``4G``."""
+_DISK = _size_rules("Disk", MIN_DISK_BYTES, MAX_DISK_BYTES)
+Disk = Annotated[int, _DISK[1], _DISK[2]] | Annotated[str, _DISK[0], _DISK[1], _DISK[2]]
+"""A workspace's disk: a number of bytes, or text such as ``10G``."""
 AppName = Annotated[
     str,
-    _meta(
+    meta(
         "{name}={value!r} is not a valid name: 1-64 of [A-Za-z0-9._-], first a letter or digit",
         "A GitHub App's name in this runtime",
         regex=r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}",
     ),
 ]
-GithubId = Annotated[int, _meta("{name}={value!r} must be a positive integer", "A GitHub id", ge=1)]
+GithubId = Annotated[int, meta("{name}={value!r} must be a positive integer", "A GitHub id", ge=1)]
 PrivateKey = Annotated[
     str,
-    _meta(
+    meta(
         "private_key is not a PEM private key (-----BEGIN ... PRIVATE KEY-----)",
         "The App's private key, PEM",
         regex=r"\s*-----BEGIN (RSA )?PRIVATE KEY-----[A-Za-z0-9+/=\s]+-----END (RSA )?PRIVATE KEY-----\s*",
         max_length=16384,
     ),
 ]
+EncryptionKey = Annotated[
+    str,
+    meta(  # never quoted: it is a secret
+        "key is not an encryption key: expected 64 hex digits or base64 of 32 bytes",
+        "An AES-256 key: 64 hex digits or base64 of 32 bytes",
+        max_length=256,
+    ),
+]
 RepoRef = Annotated[
     str,
-    _meta(
+    meta(
         "{name}={value!r} is not a repository: expected owner/name or an http(s) URL",
         "owner/name, or an http(s) URL of a git repository",
         regex=r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+|https?://[^\s@/]+(:\d+)?/\S+",
         max_length=2048,
     ),
 ]
+_GIT_REF = re.compile(r"[^\s\x00-\x1f~^:?*\[\\-][^\s\x00-\x1f~^:?*\[\\]{0,254}")
 GitRef = Annotated[
     str,
-    _meta(
+    meta(
         "{name}={value!r} is not a git ref: no spaces, control characters, '..' or leading '-'",
         "A branch, tag or commit",
-        check=lambda ref: (
-            bool(re.fullmatch(r"[^\s\x00-\x1f~^:?*\[\\-][^\s\x00-\x1f~^:?*\[\\]{0,254}", ref)) and ".." not in ref
-        ),
+        check=lambda ref: _GIT_REF.fullmatch(ref) is not None and ".." not in ref,
     ),
 ]
-Depth = Annotated[int, _meta("{name}={value!r} must be at least 1", "How many commits to fetch", ge=1)]
-
-_BOUNDS: dict[str, Callable[[Any, Any], bool]] = {
-    "gt": lambda value, bound: value > bound,
-    "ge": lambda value, bound: value >= bound,
-    "lt": lambda value, bound: value < bound,
-    "le": lambda value, bound: value <= bound,
-    "min_length": lambda value, bound: len(value) >= bound,
-    "max_length": lambda value, bound: len(value) <= bound,
-}
+Depth = Annotated[
+    int, meta(f"{{name}}={{value!r}} must be from 1 to {MAX_DEPTH}", "How many commits to fetch", ge=1, le=MAX_DEPTH)
+]
+Seq = Annotated[int, meta("{name}={value!r} must be at least 0", "A sequence number (0: from the start)", ge=0)]
+AuditLimit = Annotated[
+    int, meta("{name}={value!r} is out of range: expected 1 to 1000", "How many uses to answer", ge=1, le=1000)
+]
 
 
-def _kept(meta: msgspec.Meta, value: Any) -> bool:
-    for bound, holds in _BOUNDS.items():
-        limit = getattr(meta, bound)
-        if limit is not None and not holds(value, limit):
-            return False
-    check: Callable[[Any], bool] | None = (meta.extra or {}).get("check")
-    return check is None or bool(check(value))
+def _depth(value: Any) -> int:
+    """How many levels of maps and arrays ``value`` has (without recursing: it may be deep)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
-def _shape(annotation: Any) -> type:
-    """The Python type a member of a union decodes to (for picking the member a value took)."""
-    while typing.get_origin(annotation) is Annotated:
-        annotation = annotation.__origin__
-    origin = typing.get_origin(annotation)
-    if isinstance(origin, type):
-        return origin
-    return annotation if isinstance(annotation, type) else object
+McpMessage = Annotated[
+    dict[str, Any],
+    meta(
+        f"message is nested more than {MAX_MCP_NESTING} levels deep",
+        f"A JSON-RPC message, at most {MAX_MCP_NESTING} levels of maps and arrays",
+        check=lambda message: _depth(message) <= MAX_MCP_NESTING,
+    ),
+]
 
 
-def _is(value: Any, shape: type) -> bool:
-    if shape is float:  # MessagePack integers decode as int where a float is expected
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return isinstance(value, shape)
+def _is_signal(value: str | int) -> bool:
+    try:
+        signal_number(value)
+    except BadRequest:
+        return False
+    return True
 
 
-def _fits(value: Any, annotation: Any) -> bool:
-    """Whether ``value`` has the shape ``annotation`` describes, its rules aside."""
-    origin = typing.get_origin(annotation)
-    if origin is Annotated:
-        return _fits(value, annotation.__origin__)
-    if origin in (Union, types.UnionType):
-        return any(_fits(value, member) for member in typing.get_args(annotation))
-    if origin is dict:
-        key_type, value_type = typing.get_args(annotation)
-        return isinstance(value, dict) and all(
-            _fits(item_key, key_type) and _fits(item, value_type) for item_key, item in value.items()
-        )
-    if origin is list:
-        (item_type,) = typing.get_args(annotation)
-        return isinstance(value, list) and all(_fits(item, item_type) for item in value)
-    if annotation is type(None):
-        return value is None
-    return _is(value, annotation) if isinstance(annotation, type) else True
-
-
-def _broken(annotation: Any, value: Any, key: Any = None) -> tuple[str, Any, Any] | None:
-    """The refusal (with its value and key) of the innermost rule ``value`` breaks, if any.
-
-    A value of the wrong shape breaks no rule here: msgspec's message about its type says more.
-    """
-    if not _fits(value, annotation):
-        return None
-    origin = typing.get_origin(annotation)
-    if origin is Annotated:
-        inner = _broken(annotation.__origin__, value, key)
-        if inner is not None:
-            return inner
-        for meta in annotation.__metadata__:
-            if isinstance(meta, msgspec.Meta) and not _kept(meta, value):
-                return str((meta.extra or {}).get("refusal", "{name}={value!r} is not valid")), value, key
-        return None
-    if origin in (Union, types.UnionType):
-        member = next((m for m in typing.get_args(annotation) if _is(value, _shape(m))), None)
-        return None if member is None else _broken(member, value, key)
-    if origin is dict and isinstance(value, dict):
-        key_type, value_type = typing.get_args(annotation)
-        for item_key, item in value.items():
-            found = _broken(key_type, item_key, item_key) or _broken(value_type, item, item_key)
-            if found is not None:
-                return found
-    elif origin is list and isinstance(value, list):
-        (item_type,) = typing.get_args(annotation)
-        for item in value:
-            found = _broken(item_type, item, key)
-            if found is not None:
-                return found
-    return None
-
-
-def _has_rule(annotation: Any) -> bool:
-    if typing.get_origin(annotation) is Annotated:
-        return True
-    return any(_has_rule(arg) for arg in typing.get_args(annotation))
-
-
-@cache
-def _ruled_fields(struct: type[msgspec.Struct]) -> tuple[tuple[str, str, Any], ...]:
-    """``(attribute, wire name, annotation)`` of each field of ``struct`` that has a rule."""
-    hints = typing.get_type_hints(struct, include_extras=True)
-    return tuple(
-        (field.name, field.encode_name, hints[field.name])
-        for field in msgspec.structs.fields(struct)
-        if _has_rule(hints[field.name])
-    )
-
-
-def broken_rule(struct: type[msgspec.Struct], values: Any) -> str | None:
-    """The refusal of the first rule ``values`` breaks: ``struct``'s fields, decoded or as a map.
-
-    ``None`` when every rule holds (or ``values`` is not a map: its shape is wrong, which
-    msgspec's own message says best).
-    """
-    ruled = _ruled_fields(struct)
-    if not ruled:
-        return None
-    if isinstance(values, struct):
-        present = {wire: getattr(values, name) for name, wire, _ in ruled}
-    elif isinstance(values, dict):
-        present = values
-    else:
-        return None
-    for _, wire, annotation in ruled:
-        if wire in present:
-            found = _broken(annotation, present[wire])
-            if found is not None:
-                template, value, key = found
-                return template.format(name=wire, value=value, key=key)
-    return None
+_SIGNAL = f"{{name}}={{value!r}} is not a signal: a name such as TERM, KILL, INT or HUP, or 1 to {signals.NSIG - 1}"
+Signal = (
+    Annotated[str, meta(_SIGNAL, "A signal's name", max_length=32, check=_is_signal)]
+    | Annotated[int, meta(_SIGNAL, "A signal's number", check=_is_signal)]
+)
 
 
 def signal_number(name: str | int) -> int:

@@ -153,7 +153,7 @@ def _kinds(answer: Any) -> tuple[Any, ...]:
 
 def _json_view(struct: type[msgspec.Struct]) -> type[msgspec.Struct]:
     """``struct`` with its raw MessagePack fields (``msgspec.Raw``) as the maps they carry."""
-    hints = typing.get_type_hints(struct)
+    hints = typing.get_type_hints(struct, include_extras=True)  # with the bounds of ``Request``'s fields
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
     for field in msgspec.structs.fields(struct):
         raw = hints[field.name] is msgspec.Raw

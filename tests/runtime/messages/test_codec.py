@@ -128,13 +128,16 @@ def test_args_left_at_their_defaults_encode_to_an_empty_map(cls: type[ArgsStruct
 
 
 def test_only_the_fields_that_were_set_are_encoded() -> None:
-    assert msgspec.msgpack.decode(encode(ExecArgs(workspace_id="w", cmd="ls"))) == {"workspace_id": "w", "cmd": "ls"}
-    assert msgspec.msgpack.decode(encode(ExecArgs(workspace_id="w", cmd=["ls"], stream=True, timeout_s=1.5))) == {
-        "workspace_id": "w", "cmd": ["ls"], "stream": True, "timeout_s": 1.5,
+    assert msgspec.msgpack.decode(encode(ExecArgs(workspace_id="ws_1", cmd="ls"))) == {
+        "workspace_id": "ws_1",
+        "cmd": "ls",
+    }
+    assert msgspec.msgpack.decode(encode(ExecArgs(workspace_id="ws_1", cmd=["ls"], stream=True, timeout_s=1.5))) == {
+        "workspace_id": "ws_1", "cmd": ["ls"], "stream": True, "timeout_s": 1.5,
     }  # fmt: skip
     assert msgspec.msgpack.decode(encode(CreateArgs(cpu=2.0, persistent=False, env={}))) == {"cpu": 2.0}
-    assert msgspec.msgpack.decode(encode(ExecKillArgs(workspace_id="w", process_id="p", signal="TERM"))) == {
-        "workspace_id": "w", "process_id": "p",
+    assert msgspec.msgpack.decode(encode(ExecKillArgs(workspace_id="ws_1", process_id="p", signal="TERM"))) == {
+        "workspace_id": "ws_1", "process_id": "p",
     }  # fmt: skip
 
 
@@ -242,7 +245,7 @@ def test_each_event_type_round_trips_by_its_type_tag(event: Event, tag: str, top
     [
         encode({"type": "workspace.exploded", "seq": 1}),
         encode({"seq": 1, "ts": 1.0}),
-        encode(ProcessOutput(seq=1, ts=1.0, workspace_id="w", process_id="p", stream="stdout", data=b"x")),
+        encode(ProcessOutput(seq=1, ts=1.0, workspace_id="ws_1", process_id="p", stream="stdout", data=b"x")),
     ],
 )
 def test_decode_event_refuses_what_the_state_log_never_records(frame: bytes) -> None:
@@ -251,9 +254,9 @@ def test_decode_event_refuses_what_the_state_log_never_records(frame: bytes) -> 
 
 
 def test_exec_argv_is_the_list_as_given_or_a_string_run_by_sh() -> None:
-    assert ExecArgs(workspace_id="w", cmd="echo hi | wc -c").argv == ["sh", "-c", "echo hi | wc -c"]
+    assert ExecArgs(workspace_id="ws_1", cmd="echo hi | wc -c").argv == ["sh", "-c", "echo hi | wc -c"]
     argv = ["printf", "%s", "a b"]
-    args = ExecArgs(workspace_id="w", cmd=argv)
+    args = ExecArgs(workspace_id="ws_1", cmd=argv)
     assert args.argv == argv
     args.argv.append("changed")  # a copy: the request's own list stays as it came
     assert args.cmd == ["printf", "%s", "a b"]
@@ -264,7 +267,7 @@ def test_a_command_and_exec_args_carry_every_run_option() -> None:
     assert options == {"cwd", "env", "stdin", "timeout_s", "stdin_open"}
     assert options <= set(Command.__struct_fields__)
     assert options <= set(ExecArgs.__struct_fields__)
-    args = ExecArgs(workspace_id="w", cmd=["cat"], cwd="/tmp", env={"A": "1"}, stdin=b"x", timeout_s=3.0)
+    args = ExecArgs(workspace_id="ws_1", cmd=["cat"], cwd="/tmp", env={"A": "1"}, stdin=b"x", timeout_s=3.0)
     command = Command(argv=args.argv, **{name: getattr(args, name) for name in options})
     assert (command.cwd, command.env, command.stdin, command.timeout_s) == ("/tmp", {"A": "1"}, b"x", 3.0)
     assert command.output_limit == OUTPUT_LIMIT == 8 << 20

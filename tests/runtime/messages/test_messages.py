@@ -55,11 +55,13 @@ def test_missing_args_mean_an_empty_map() -> None:
 
 
 def test_exec_takes_argv_or_a_shell_string_and_binary_stdin() -> None:
-    argv = decode_args("exec", msgspec.Raw(encode({"workspace_id": "w", "cmd": ["echo", "hi"], "stdin": b"\x00\xff"})))
+    argv = decode_args(
+        "exec", msgspec.Raw(encode({"workspace_id": "ws_1", "cmd": ["echo", "hi"], "stdin": b"\x00\xff"}))
+    )
     assert isinstance(argv, ExecArgs)
     assert argv.cmd == ["echo", "hi"]
     assert argv.stdin == b"\x00\xff"
-    shell = decode_args("exec", msgspec.Raw(encode({"workspace_id": "w", "cmd": "echo hi | wc"})))
+    shell = decode_args("exec", msgspec.Raw(encode({"workspace_id": "ws_1", "cmd": "echo hi | wc"})))
     assert isinstance(shell, ExecArgs)
     assert shell.cmd == "echo hi | wc"
 
@@ -70,7 +72,7 @@ def test_exec_takes_argv_or_a_shell_string_and_binary_stdin() -> None:
         ("create", {"cpu": "two"}, "Expected `float | null`, got `str`"),
         ("create", {"colour": "red"}, "unknown field `colour`"),
         ("exec", {"cmd": ["ls"]}, "missing required field `workspace_id`"),
-        ("exec", {"workspace_id": "w", "cmd": 3}, "Expected `str | array`, got `int`"),
+        ("exec", {"workspace_id": "ws_1", "cmd": 3}, "Expected `str | array`, got `int`"),
         ("get", [], "Expected `object`, got `array`"),
     ],
 )

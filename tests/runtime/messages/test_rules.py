@@ -28,7 +28,13 @@ from runtime.messages import (
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 LABEL = "is not valid: keys are 1-63 of [A-Za-z0-9._/-], values at most 256 characters"
-ENV = "is not valid: expected letters, digits and _ (not first a digit)"
+ENV = "is not valid: expected 1 to 255 letters, digits and _ (not first a digit)"
+TTL = "must be > 0 and at most 315360000 (10 years)"
+IMAGE = (
+    "is not a valid image name: expected a Docker reference such as busybox, ghcr.io/owner/name:tag or "
+    "name@sha256:<hex> (repository in lower case, at most 255 characters)"
+)
+NUL = "is not valid: at most 131072 characters, no NUL byte"
 ENV_NAMES = st.from_regex(ENV_NAME, fullmatch=True)
 # Arbitrary text, and valid names spoiled by one character (a digit first, a space, a newline...).
 NEAR_ENV_NAMES = st.text(max_size=12) | st.builds(
@@ -37,6 +43,11 @@ NEAR_ENV_NAMES = st.text(max_size=12) | st.builds(
     st.sampled_from("\n -=0.\x00") | st.characters(),
     st.just("") | ENV_NAMES,
 )
+
+
+def quoted(value: str) -> str:
+    """``value`` as a refusal quotes it: whole, or its first 64 characters and its length."""
+    return repr(value) if len(value) <= 64 else f"{value[:64]!r}... ({len(value)} characters)"
 
 
 def decoded(op: str, args: dict[str, Any]) -> Any:
@@ -105,10 +116,8 @@ def test_env_values_without_nul_bytes_are_accepted(value: str) -> None:
 
 
 def test_an_env_value_with_a_nul_byte_is_refused_naming_its_variable() -> None:
-    assert refusal("create", {"env": {"A": "a\x00b"}}) == "invalid args for create: env value of A contains a NUL byte"
-    assert refusal("exec", exec_args(env={"OK": "1", "B": "\x00"})) == (
-        "invalid args for exec: env value of B contains a NUL byte"
-    )
+    assert refusal("create", {"env": {"A": "a\x00b"}}) == f"invalid args for create: env value of A {NUL}"
+    assert refusal("exec", exec_args(env={"OK": "1", "B": "\x00"})) == f"invalid args for exec: env value of B {NUL}"
 
 
 @pytest.mark.parametrize("key", ["a", "team", "app.kubernetes.io/name", "x-y_z", "9", "A" * 63])
@@ -126,7 +135,7 @@ def test_label_values_up_to_256_characters_are_accepted_and_longer_ones_refused_
     assert refusal("create", {"labels": {"k": "v" * 257}}) == f"invalid args for create: label 'k' {LABEL}"
 
 
-@pytest.mark.parametrize("ttl", [1e-9, 0.5, 1, 86400, 1e12])
+@pytest.mark.parametrize("ttl", [1e-9, 0.5, 1, 86400, 315360000])
 def test_positive_ttls_are_accepted(ttl: float) -> None:
     assert decoded("create", {"ttl_seconds": ttl}).ttl_seconds == ttl
     assert decoded("extend", {"workspace_id": "ws_1", "ttl_seconds": ttl}).ttl_seconds == ttl
@@ -134,15 +143,17 @@ def test_positive_ttls_are_accepted(ttl: float) -> None:
 
 @pytest.mark.parametrize(("ttl", "shown"), [(0, "0"), (-5, "-5"), (-0.5, "-0.5"), (0.0, "0.0"), (math.nan, "nan")])
 def test_a_ttl_that_is_not_positive_is_refused(ttl: float, shown: str) -> None:
-    assert refusal("create", {"ttl_seconds": ttl}) == f"invalid args for create: ttl_seconds={shown} must be > 0"
+    assert refusal("create", {"ttl_seconds": ttl}) == f"invalid args for create: ttl_seconds={shown} {TTL}"
     assert refusal("extend", {"workspace_id": "ws_1", "ttl_seconds": ttl}) == (
-        f"invalid args for extend: ttl_seconds={shown} must be > 0"
+        f"invalid args for extend: ttl_seconds={shown} {TTL}"
     )
 
 
 def test_an_exec_timeout_follows_the_same_seconds_rule() -> None:
     assert decoded("exec", exec_args(timeout_s=0.25)).timeout_s == 0.25
-    assert refusal("exec", exec_args(timeout_s=0)) == "invalid args for exec: timeout_s=0 must be > 0"
+    assert refusal("exec", exec_args(timeout_s=0)) == (
+        "invalid args for exec: timeout_s=0 must be > 0 and at most 604800 (7 days)"
+    )
 
 
 @pytest.mark.parametrize("mode", [0, 0o600, 0o755, 0o4755, 0o7777])
@@ -160,13 +171,13 @@ def test_other_file_modes_are_refused(mode: int) -> None:
 @pytest.mark.parametrize(
     "image", ["busybox", "agent-workspaces/base:bookworm", "ghcr.io/o/r@sha256:" + "0" * 64, "x" * 255]
 )
-def test_image_names_without_whitespace_up_to_255_characters_are_accepted(image: str) -> None:
+def test_image_references_up_to_255_characters_are_accepted(image: str) -> None:
     assert decoded("create", {"image": image}).image == image
 
 
 @pytest.mark.parametrize("image", ["a b", "", " busybox", "busybox ", "a\tb", "x" * 256])
 def test_other_image_names_are_refused(image: str) -> None:
-    assert refusal("create", {"image": image}) == f"invalid args for create: image={image!r} is not a valid image name"
+    assert refusal("create", {"image": image}) == f"invalid args for create: image={quoted(image)} {IMAGE}"
 
 
 @pytest.mark.parametrize("cmd", [[], "", "  ", "\t\n", ["", "x"], [""]])
@@ -185,22 +196,22 @@ def test_a_command_whose_program_is_named_is_accepted_even_with_empty_arguments(
 def test_broken_rule_words_a_decoded_struct_that_breaks_a_rule() -> None:
     # Structs are not checked when built in Python, only when decoded or held to the rules.
     assert broken_rule(CreateArgs, CreateArgs(cpu=0)) == "cpu=0 is out of range: expected 0.01 to 1024 cores"
-    assert broken_rule(ExecArgs, ExecArgs(workspace_id="w", cmd=[])) == "cmd is empty"
-    assert broken_rule(WriteFileArgs, WriteFileArgs(workspace_id="w", path="p", data=b"", mode=-1)) == (
+    assert broken_rule(ExecArgs, ExecArgs(workspace_id="ws_1", cmd=[])) == "cmd is empty"
+    assert broken_rule(WriteFileArgs, WriteFileArgs(workspace_id="ws_1", path="p", data=b"", mode=-1)) == (
         "mode=-1 is not a file mode (0 to 0o7777)"
     )
     assert broken_rule(CreateArgs, CreateArgs(cpu=1, env={"A": "1"}, labels={"k": "v"})) is None
 
 
 def test_broken_rule_words_a_raw_map_and_ignores_fields_it_does_not_know() -> None:
-    assert broken_rule(CreateArgs, {"ttl_seconds": -1, "colour": "red"}) == "ttl_seconds=-1 must be > 0"
-    assert broken_rule(CreateArgs, {"env": {"A": "x\x00"}}) == "env value of A contains a NUL byte"
+    assert broken_rule(CreateArgs, {"ttl_seconds": -1, "colour": "red"}) == f"ttl_seconds=-1 {TTL}"
+    assert broken_rule(CreateArgs, {"env": {"A": "x\x00"}}) == f"env value of A {NUL}"
     assert broken_rule(CreateArgs, {"labels": {"k": "v"}, "memory": "4G"}) is None
     assert broken_rule(CreateArgs, {}) is None
 
 
 def test_broken_rule_names_the_first_broken_field_in_declaration_order() -> None:
-    first = "image='a b' is not a valid image name"
+    first = f"image='a b' {IMAGE}"
     assert broken_rule(CreateArgs, {"cpu": 0, "image": "a b"}) == first
     assert broken_rule(CreateArgs, {"image": "a b", "cpu": 0}) == first
 
@@ -215,7 +226,9 @@ def test_broken_rule_leaves_what_is_not_a_map_or_not_the_rules_type_to_msgspec()
 
 def test_the_rules_of_run_options_hold_for_a_command_too() -> None:
     assert broken_rule(Command, Command(argv=["x"], env={"1A": "v"})) == f"env name '1A' {ENV}"
-    assert broken_rule(Command, Command(argv=["x"], timeout_s=-2.5)) == "timeout_s=-2.5 must be > 0"
+    assert broken_rule(Command, Command(argv=["x"], timeout_s=-2.5)) == (
+        "timeout_s=-2.5 must be > 0 and at most 604800 (7 days)"
+    )
     assert broken_rule(Command, Command(argv=["x"], env={"A": "1"}, timeout_s=1)) is None
 
 
@@ -275,7 +288,7 @@ def test_checks_msgspec_cannot_express_raise_rule_broken_with_the_refusal() -> N
     assert issubclass(RuleBroken, msgspec.DecodeError)
     with pytest.raises(RuleBroken) as caught:
         decoded("create", {"image": "a b"})
-    assert caught.value.refusal == "image='a b' is not a valid image name"
+    assert caught.value.refusal == f"image='a b' {IMAGE}"
     assert str(caught.value) == caught.value.refusal
 
 
@@ -326,7 +339,7 @@ def test_messagepack_integers_are_accepted_where_seconds_or_cores_are_expected()
     assert (create.cpu, create.ttl_seconds) == (2.0, 60.0)
     assert isinstance(create.cpu, float)
     assert isinstance(decoded("exec", exec_args(timeout_s=3)).timeout_s, float)
-    assert isinstance(decoded("extend", {"workspace_id": "w", "ttl_seconds": 1}).ttl_seconds, float)
+    assert isinstance(decoded("extend", {"workspace_id": "ws_1", "ttl_seconds": 1}).ttl_seconds, float)
 
 
 # ---------------------------------------------------------------------- properties
@@ -344,14 +357,14 @@ def test_any_other_env_name_is_refused(name: str) -> None:
     assert broken_rule(CreateArgs, {"env": {name: "v"}}) == f"env name {name!r} {ENV}"
 
 
-@given(st.floats(min_value=0, exclude_min=True) | st.integers(min_value=1, max_value=2**53))
+@given(st.floats(min_value=0, max_value=315360000, exclude_min=True) | st.integers(min_value=1, max_value=315360000))
 def test_any_positive_number_is_accepted_as_a_ttl(ttl: float) -> None:
     assert decoded("create", {"ttl_seconds": ttl}).ttl_seconds == ttl
 
 
 @given(st.floats(max_value=0) | st.just(math.nan) | st.integers(min_value=-(2**63), max_value=0))
 def test_any_number_that_is_not_positive_is_refused_as_a_ttl(ttl: float) -> None:
-    assert refusal("create", {"ttl_seconds": ttl}) == f"invalid args for create: ttl_seconds={ttl!r} must be > 0"
+    assert refusal("create", {"ttl_seconds": ttl}) == f"invalid args for create: ttl_seconds={ttl!r} {TTL}"
 
 
 @given(st.integers(min_value=-(2**63), max_value=2**64 - 1))
@@ -381,7 +394,7 @@ def test_app_names_of_the_documented_shape_are_accepted(name: str) -> None:
 @pytest.mark.parametrize("name", ["", "-bot", "a b", "bot/1", "x" * 65, "bot\n", ".hidden"])
 def test_other_app_names_are_refused_naming_the_field(name: str) -> None:
     assert refusal("github_app_set", app_args(name=name)) == (
-        f"invalid args for github_app_set: name={name!r} is not a valid name: 1-64 of [A-Za-z0-9._-], "
+        f"invalid args for github_app_set: name={quoted(name)} is not a valid name: 1-64 of [A-Za-z0-9._-], "
         "first a letter or digit"
     )
 
@@ -405,29 +418,32 @@ def test_a_private_key_that_is_no_pem_private_key_is_refused_without_being_quote
     ["octo/hello", "octo/hello.git", "a_b/c-d.e", "https://github.com/octo/hello.git", "http://10.0.0.1:8080/x/y"],
 )
 def test_repositories_are_owner_slash_name_or_http_urls(repo: str) -> None:
-    assert decoded("git_clone", {"workspace_id": "w", "repo": repo}).repo == repo
+    assert decoded("git_clone", {"workspace_id": "ws_1", "repo": repo}).repo == repo
 
 
 @pytest.mark.parametrize(
-    "repo",
-    ["hello", "octo/hello/extra", "ssh://git@github.com/a/b", "https://user:secret@github.com/a/b", "a b/c",
-     "file:///etc/x", "https://github.com"],
+    ("repo", "quoted"),
+    [("hello", "hello"), ("octo/hello/extra", "octo/hello/extra"), ("a b/c", "a b/c"), ("file:///etc/x", "file:///etc/x"),
+     ("https://github.com", "https://github.com"), ("ssh://git@github.com/a/b", "ssh://***@github.com/a/b"),
+     ("https://user:secret@github.com/a/b", "https://***@github.com/a/b")],
 )  # fmt: skip
-def test_other_repositories_are_refused_including_urls_that_carry_credentials(repo: str) -> None:
-    assert refusal("git_clone", {"workspace_id": "w", "repo": repo}) == (
-        f"invalid args for git_clone: repo={repo!r} is not a repository: expected owner/name or an http(s) URL"
+def test_other_repositories_are_refused_and_credentials_in_a_url_are_never_quoted(repo: str, quoted: str) -> None:
+    assert refusal("git_clone", {"workspace_id": "ws_1", "repo": repo}) == (
+        f"invalid args for git_clone: repo={quoted!r} is not a repository: expected owner/name or an http(s) URL"
     )
 
 
 @pytest.mark.parametrize("ref", ["main", "v1.2.3", "feature/x", "a" * 40, "release-2026"])
 def test_git_refs_are_accepted(ref: str) -> None:
-    assert decoded("git_clone", {"workspace_id": "w", "repo": "a/b", "ref": ref}).ref == ref
+    assert decoded("git_clone", {"workspace_id": "ws_1", "repo": "a/b", "ref": ref}).ref == ref
 
 
 @pytest.mark.parametrize("ref", ["-upload-pack=x", "a b", "a..b", "a~1", "a^", "x:y", "", "a\nb", "x" * 300])
 def test_refs_that_git_would_misread_are_refused(ref: str) -> None:
-    assert "is not a git ref" in refusal("git_clone", {"workspace_id": "w", "repo": "a/b", "ref": ref})
+    assert "is not a git ref" in refusal("git_clone", {"workspace_id": "ws_1", "repo": "a/b", "ref": ref})
 
 
 def test_a_clone_depth_must_be_at_least_one() -> None:
-    assert refusal("git_clone", {"workspace_id": "w", "repo": "a/b", "depth": 0}).endswith("depth=0 must be at least 1")
+    assert refusal("git_clone", {"workspace_id": "ws_1", "repo": "a/b", "depth": 0}).endswith(
+        "depth=0 must be from 1 to 2147483647"
+    )

@@ -90,7 +90,7 @@ def test_a_deferred_reply_comes_back_through_the_outbox_and_the_event_is_publish
     gateway: Gateway, client: Client
 ) -> None:
     with Subscriber(gateway.bound_event_endpoints[0]) as events:
-        result = client.request("exec", {"workspace_id": "w", "cmd": "true"})
+        result = client.request("exec", {"workspace_id": "ws_1", "cmd": "true"})
         assert msgspec.msgpack.decode(result, type=WorkspaceRecord) == record()
         topic, event = events.recv(5)
     assert topic == "workspace"
@@ -171,7 +171,7 @@ def test_a_subscriber_is_live_as_soon_as_it_is_constructed(
 ) -> None:
     for _ in range(20):  # ZeroMQ's slow joiner would lose some of these events
         with Subscriber(gateway.bound_event_endpoints[0], topics) as events:
-            client.request("exec", {"workspace_id": "w", "cmd": "true"})
+            client.request("exec", {"workspace_id": "ws_1", "cmd": "true"})
             topic, event = events.recv(5)  # the welcome itself is never returned
             assert (topic, event["type"]) == ("workspace", "workspace.state")
 
@@ -204,8 +204,8 @@ def test_every_reply_is_observed_with_its_op_and_whether_it_succeeded() -> None:
         with Client(gw.bound_endpoints[0], TOKEN, timeout_s=5) as client:
             client.ping()  # answered at once
             with pytest.raises(Conflict):
-                client.get("w")  # refused at once
-            client.request("exec", {"workspace_id": "w", "cmd": "true"})  # answered later by an "actor"
+                client.get("ws_1")  # refused at once
+            client.request("exec", {"workspace_id": "ws_1", "cmd": "true"})  # answered later by an "actor"
             with pytest.raises(InternalError):
                 client.call("stats")  # a bug in the dispatcher
         assert answered.wait(5)
