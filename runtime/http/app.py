@@ -41,7 +41,7 @@ from runtime.http.responses import (
     refused,
 )
 from runtime.http.streams import EventSource, StreamRoutes
-from runtime.messages import OPS, ErrorBody, FileData, decode_as, invalid_values
+from runtime.messages import OPS, ErrorBody, FileData, decode_as, decode_json, invalid_values
 from runtime.version import __version__
 
 __all__ = ["HttpApp", "Served", "app"]
@@ -159,7 +159,7 @@ class HttpApp:
         loaded: Any = {}
         if endpoint.body == "json" and body.strip():
             try:
-                loaded = msgspec.json.decode(body)
+                loaded = decode_json(body)
             except msgspec.DecodeError as exc:
                 return malformed(f"the body is not JSON: {exc}")
             if not isinstance(loaded, dict):

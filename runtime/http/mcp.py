@@ -49,7 +49,7 @@ from runtime.http.responses import MAX_BODY, Asked, Receive, Response, Send, err
 from runtime.http.sse import Render, subscribe, workspace_stream
 from runtime.http.streams import EventSource, StreamRoutes
 from runtime.mcp.link import CALL_TIMEOUT_S
-from runtime.messages import ErrorBody, McpCallArgs, McpNotification, broken_rule
+from runtime.messages import ErrorBody, McpCallArgs, McpNotification, broken_rule, decode_json
 
 __all__ = ["INVALID_REQUEST", "MCP_PATH", "PARSE_ERROR", "SERVER_ERROR", "SESSION_HEADER", "McpRoutes"]
 
@@ -108,7 +108,7 @@ class McpRoutes:
 
     async def _post(self, asked: Asked, name: str, body: bytes) -> Response:
         try:
-            message = msgspec.json.decode(body)
+            message = decode_json(body)
         except msgspec.DecodeError as exc:
             return await self._guarded(asked, name, _rpc_error(400, None, PARSE_ERROR, f"the body is not JSON: {exc}"))
         if isinstance(message, list):

@@ -23,6 +23,7 @@ __all__ = [
     "decode_args",
     "decode_as",
     "decode_event",
+    "decode_json",
     "decode_reply",
     "decode_request",
     "decode_stored",
@@ -65,6 +66,14 @@ def decode_request(frame: bytes | memoryview) -> Request:
         return _request_decoder.decode(frame)
     except RecursionError:  # even skipped values (``args``, unknown keys) are walked by recursion
         raise msgspec.DecodeError("maps or arrays are nested too deeply") from None
+
+
+def decode_json(body: bytes) -> Any:
+    """Decode a JSON document (an HTTP body) into plain data (raises ``msgspec.DecodeError`` if malformed)."""
+    try:
+        return msgspec.json.decode(body)
+    except RecursionError:
+        raise msgspec.DecodeError("objects or arrays are nested too deeply") from None
 
 
 def decode_reply(frame: bytes | memoryview) -> Reply:

@@ -119,7 +119,11 @@ def test_a_method_the_path_does_not_take_is_405_with_the_allowed_ones(http: http
     assert error_of(response)["code"] == "bad_request"
 
 
-@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b'"text"'], ids=["not-json", "array", "string"])
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b"[1, 2]", b'"text"', b'{"labels": ' * 100_000 + b"1" + b"}" * 100_000],
+    ids=["not-json", "array", "string", "nested-too-deeply"],
+)
 def test_a_body_that_is_not_a_json_object_is_400(http: httpx.Client, body: bytes) -> None:
     response = http.post(API, content=body, headers={"content-type": "application/json"})
     assert response.status_code == 400

@@ -259,8 +259,11 @@ def test_a_response_from_the_client_is_accepted_with_202(mcp: httpx.Client) -> N
 # ---------------------------------------------------------------------- POST: what is refused
 
 
-def test_a_body_that_is_not_json_answers_400_with_a_jsonrpc_parse_error(mcp: httpx.Client) -> None:
-    response = mcp.post(f"{API}/mcp/fake", content=b'{"jsonrpc": "2.0", "id": 1,')
+@pytest.mark.parametrize(
+    "body", [b'{"jsonrpc": "2.0", "id": 1,', b"[" * 100_000 + b"]" * 100_000], ids=["cut", "nested-too-deeply"]
+)
+def test_a_body_that_is_not_json_answers_400_with_a_jsonrpc_parse_error(mcp: httpx.Client, body: bytes) -> None:
+    response = mcp.post(f"{API}/mcp/fake", content=body)
     assert response.status_code == 400
     answer = response.json()
     assert (answer["jsonrpc"], answer["id"], answer["error"]["code"]) == ("2.0", None, PARSE_ERROR)
