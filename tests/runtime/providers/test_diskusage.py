@@ -128,3 +128,23 @@ def test_the_total_matches_du_for_a_mixed_tree(tmp_path: Path) -> None:
     du = subprocess.run(["du", "-s", "-B1", str(root)], capture_output=True, text=True, check=True)
     # du also counts the root directory itself, which tree_usage leaves out.
     assert tree_usage(str(root)) == int(du.stdout.split()[0]) - allocated(root)
+
+
+def test_a_tree_nested_past_the_hosts_path_max_is_counted_to_its_bottom(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    depth = 0
+    while depth * 101 < 3 * 4096:  # each level adds 101 characters: three times PATH_MAX deep
+        os.mkdir("d" * 100, dir_fd=fd)
+        below = os.open("d" * 100, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd, depth = below, depth + 1
+    bottom = os.open("filler.bin", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd)
+    os.write(bottom, os.urandom(4 * MIB))
+    os.close(bottom)
+    os.close(fd)
+    try:
+        assert tree_usage(str(root)) >= 4 * MIB + depth * 4096
+    finally:
+        subprocess.run(["rm", "-rf", str(root)], check=True)
