@@ -50,15 +50,18 @@ def run(channel: AgentChannel, command: Command) -> ExecResult:
     header, payload = _checked(
         channel, request, "the command was refused", payload=command.stdin or b"", timeout_s=wait
     )
-    split = int(header["stdout_len"])
-    return ExecResult(
-        exit_code=int(header["exit_code"]),
-        stdout=payload[:split],
-        stderr=payload[split:],
-        timed_out=bool(header["timed_out"]),
-        duration_ms=float(header["duration_ms"]),
-        via="agent",
-    )
+    try:
+        split = int(header["stdout_len"])
+        return ExecResult(
+            exit_code=int(header["exit_code"]),
+            stdout=payload[:split],
+            stderr=payload[split:],
+            timed_out=bool(header["timed_out"]),
+            duration_ms=float(header["duration_ms"]),
+            via="agent",
+        )
+    except (KeyError, TypeError, ValueError, OverflowError):  # forged by code in the workspace
+        raise channel.broken("a malformed reply to a command") from None
 
 
 def spawn(channel: AgentChannel, key: str, command: Command, sink: ProcessSink) -> int:
@@ -68,7 +71,10 @@ def spawn(channel: AgentChannel, key: str, command: Command, sink: ProcessSink) 
         channel, request, "the command could not start", payload=command.stdin or b"", timeout_s=_SLACK_S * 3,
         sink=sink,
     )  # fmt: skip
-    return int(header["pid"])
+    try:
+        return int(header["pid"])
+    except (KeyError, TypeError, ValueError, OverflowError):
+        raise channel.broken("a malformed reply to a process start") from None
 
 
 def write_stdin(channel: AgentChannel, key: str, data: bytes, close: bool) -> None:

@@ -7,6 +7,12 @@ thread turns those bytes into frames, hands each reply to the call waiting for i
 ``id`` and each process event to the sink registered for the process. When the stream
 ends (the agent died, the workspace stopped) every waiting call fails with ``AgentGone``
 and every sink hears that its process is lost.
+
+Code in the workspace can write to the agent's stdout (``/proc/<agent>/fd/1``), so what
+arrives is checked before it is believed: a frame larger than any the agent sends, a
+header that is not JSON, or fields of the wrong type end the channel - the call in
+flight fails with ``AgentGone``, and the next one starts a new agent - with one warning
+in the log, never an exception escaping the reader.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from runtime.agent.files import MAX_FILE_BYTES
 from runtime.agent.program import BOOTSTRAP, NAME, FrameReader, encode_frame
 from runtime.errors import Conflict, Timeout
 from runtime.providers.base import ProcessSink
@@ -37,6 +44,32 @@ the workspace's Python setup cannot change the agent, and it starts smaller (~12
 _SOURCE = (Path(__file__).parent / "program.py").read_bytes()
 
 Frame = tuple[dict[str, Any], bytes]
+
+_MAX_HEADER = 1 << 20  # the agent's headers are a few hundred bytes
+_MAX_PAYLOAD = 2 * MAX_FILE_BYTES + (1 << 20)  # a file read by `run`: stdout and stderr at their limit
+_EVENT_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "hello": {"pid": int},
+    "out": {"key": str, "stream": str},
+    "exit": {"key": str, "exit_code": int, "timed_out": bool, "duration_ms": (int, float)},
+}
+"""The fields each event of the agent must carry, and their types."""
+
+
+def _check(header: dict[str, Any]) -> None:
+    """Refuse a header the agent would not send (``ValueError``): it did not come from the agent."""
+    if "ack" in header:
+        fields: dict[str, type | tuple[type, ...]] = {"ack": int}
+    elif "ev" in header:
+        event = header["ev"]
+        if not isinstance(event, str) or event not in _EVENT_FIELDS:
+            raise ValueError(f"a frame carries an unknown event {str(event)[:40]!r}")
+        fields = _EVENT_FIELDS[event]
+    else:
+        fields = {"id": int, "ok": bool}
+    for name, kind in fields.items():
+        value = header.get(name)
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise ValueError(f"a frame's {name!r} is {type(value).__name__}, not {getattr(kind, '__name__', kind)}")
 
 
 class AgentGone(Exception):
@@ -155,6 +188,16 @@ class AgentChannel:
             if self._sinks.get(str(header["key"])) is sink:
                 del self._sinks[str(header["key"])]
 
+    def broken(self, what: str) -> AgentGone:
+        """End the channel after a reply that makes no sense (``what``); return the error for its caller.
+
+        Such a reply was forged by code in the workspace (or the stream lost its place):
+        nothing after it can be trusted. The request had been received (``sent``): it may have run.
+        """
+        log.warning("the agent of %s sent %s: its channel is closed (a new agent starts)", self.name, what)
+        self.close()
+        return AgentGone(f"the agent of {self.name} sent {what}", sent=True)
+
     def close(self) -> None:
         """End the channel (the agent exits when its stdin closes); waiting calls fail."""
         with contextlib.suppress(OSError):  # already shut down
@@ -169,18 +212,22 @@ class AgentChannel:
     # ------------------------------------------------------------------ reader thread
 
     def _read(self, pending: bytes) -> None:
-        frames = FrameReader()
+        frames = FrameReader(max_header=_MAX_HEADER, max_payload=_MAX_PAYLOAD)
         data = pending
         try:
             while True:
                 for frame in frames.feed(self._demux(data)):
+                    _check(frame[0])
                     self._deliver(frame)
                 data = self._sock.recv(1 << 20)
                 if not data:
                     return
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             if self._alive:
                 log.debug("the channel to the agent of %s ended: %s", self.name, exc)
+        except ValueError as exc:  # not the agent's frames: something in the workspace wrote them
+            log.warning("the agent of %s sent garbage (%s): its channel is closed", self.name, exc)
+            self.close()  # the agent sees its stdin end and exits; the next call starts another
         finally:
             self._gone()
 

@@ -75,6 +75,9 @@ def workspace_path(path: str) -> str:
     return full
 
 
+_PATH_REFUSED = ("File name too long", "Not a directory", "File exists", "Is a directory", "symbolic links")
+"""What coreutils says when a path cannot be used as given: the client's to fix, as the agent says it."""
+
 REASONS = {_OUTSIDE: "outside", _MISSING: "missing", _TOO_BIG: "too_big", _IS_DIR: "is_dir"}
 """Why a file operation was refused inside the workspace (by the scripts' exit codes)."""
 
@@ -98,6 +101,8 @@ def _check(path: str, exit_code: int, stderr: bytes) -> None:
     detail = stderr.decode(errors="replace").strip()
     if exit_code in REASONS:
         raise refusal(path, REASONS[exit_code], detail)
+    if exit_code == _FAILED and any(words in detail for words in _PATH_REFUSED):
+        raise BadRequest(f"file operation on {path} failed: {detail}")
     raise WorkspaceError(f"file operation on {path} failed (exit {exit_code}): {detail}")
 
 

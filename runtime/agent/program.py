@@ -41,6 +41,7 @@ starts a new one only after losing the old one's channel.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import selectors
@@ -84,25 +85,40 @@ def encode_frame(header: dict[str, Any], payload: bytes = b"") -> bytes:
 
 
 class FrameReader:
-    """Reassembles frames from bytes as they arrive."""
+    """Reassembles frames from bytes as they arrive.
 
-    def __init__(self) -> None:
+    Args:
+        max_header: The longest header accepted; ``None``: any.
+        max_payload: The longest payload accepted; ``None``: any. Sizes beyond these are
+            not frames but garbage (waiting for gigabytes that never come would wedge the reader).
+    """
+
+    def __init__(self, max_header: int | None = None, max_payload: int | None = None) -> None:
         self._buffer = bytearray()
+        self._max_header = max_header
+        self._max_payload = max_payload
 
     def feed(self, data: bytes) -> list[tuple[dict[str, Any], bytes]]:
         """Add bytes; return every frame now complete.
 
         Raises:
-            ValueError: A header is not a JSON object.
+            ValueError: A header is not a JSON object, or a size is beyond the limits.
         """
         self._buffer += data
         frames = []
         while len(self._buffer) >= _SIZES.size:
             head_len, payload_len = _SIZES.unpack_from(self._buffer)
+            if self._max_header is not None and head_len > self._max_header:
+                raise ValueError(f"a frame announces a {head_len}-byte header (at most {self._max_header})")
+            if self._max_payload is not None and payload_len > self._max_payload:
+                raise ValueError(f"a frame announces a {payload_len}-byte payload (at most {self._max_payload})")
             end = _SIZES.size + head_len + payload_len
             if len(self._buffer) < end:
                 break
-            header = json.loads(bytes(self._buffer[_SIZES.size : _SIZES.size + head_len]))
+            try:
+                header = json.loads(bytes(self._buffer[_SIZES.size : _SIZES.size + head_len]))
+            except RecursionError:  # JSON nested deeper than the parser goes
+                raise ValueError("a frame header is nested too deeply") from None
             if not isinstance(header, dict):
                 raise ValueError("a frame header is not a JSON object")
             frames.append((header, bytes(self._buffer[_SIZES.size + head_len : end])))
@@ -114,6 +130,10 @@ class _Refused(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+_PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ELOOP})
+"""OS errors that say a path cannot be used as given (too long, through a file...)."""
 
 
 class _FileRefused(Exception):
@@ -149,7 +169,10 @@ def _write_file(path: str, data: bytes, mode: int | None) -> None:
     real = _resolve(path)
     if os.path.isdir(real):
         raise _FileRefused("is_dir")
-    os.makedirs(os.path.dirname(real), exist_ok=True)
+    try:
+        os.makedirs(os.path.dirname(real), exist_ok=True)
+    except RecursionError:  # makedirs recurses once per missing directory: thousands of components
+        raise OSError(errno.ENAMETOOLONG, "the path has too many components") from None
     with open(real, "wb") as handle:
         handle.write(data)
     if mode is not None:
@@ -299,7 +322,8 @@ class Agent:
                 self.send({"id": header.get("id"), "ok": False, "code": "refused", "reason": exc.reason,
                            "error": str(exc)})  # fmt: skip
             except OSError as exc:
-                self.send({"id": header.get("id"), "ok": False, "code": "failed", "error": str(exc)})
+                code = "bad_request" if exc.errno in _PATH_ERRNOS else "failed"  # the client's path, not a fault
+                self.send({"id": header.get("id"), "ok": False, "code": code, "error": str(exc)})
             except (ValueError, KeyError, TypeError) as exc:
                 self.send({"id": header.get("id"), "ok": False, "code": "bad_request", "error": repr(exc)})
         return True

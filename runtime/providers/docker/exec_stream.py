@@ -29,6 +29,15 @@ _STDOUT, _STDERR = 1, 2
 
 log = logging.getLogger(__name__)
 
+_LOGGED_CHARS = 1000
+
+
+def _one_line(payload: bytes) -> str:
+    """Text from a workspace as one log line: control characters escaped (no forged lines), length capped."""
+    text = payload.decode(errors="replace").rstrip()
+    text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    return text if len(text) <= _LOGGED_CHARS else f"{text[:_LOGGED_CHARS]}... ({len(text)} characters)"
+
 
 def _take_frames(buffer: bytearray) -> Iterator[tuple[int, bytes]]:
     """Remove the complete multiplexed frames from ``buffer``: ``(stream id, payload)``."""
@@ -53,7 +62,7 @@ def docker_demux(log_name: str) -> Callable[[bytes], bytes]:
         out = bytearray()
         for kind, payload in _take_frames(buffer):
             if kind == _STDERR:
-                log.warning("%s: %s", log_name, payload.decode(errors="replace").rstrip())
+                log.warning("%s: %s", log_name, _one_line(payload))
             elif kind == _STDOUT:
                 out += payload
         return bytes(out)

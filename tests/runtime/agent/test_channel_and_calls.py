@@ -480,3 +480,60 @@ def test_the_agents_error_codes_become_their_families_and_are_not_retryable(
     _, error = refused(agent, lambda: calls.kill(channel, "p7", 15), {"code": code})
     assert type(error) is family and isinstance(error, WorkspaceError)
     assert error.message == "signal to process p7: refused by the agent"
+
+
+# ---------------------------------------------------------------------- garbage from the workspace
+
+GARBAGE = {
+    "a header length beyond any frame": struct.pack(">II", 0xFFFFFFFF, 0),
+    "a payload length beyond any frame": struct.pack(">II", 2, 0xFFFFFFF0) + b"{}",
+    "text": b"hello from the workspace\n" * 4,
+    "a header that is not JSON": struct.pack(">II", 4, 0) + b"\xff\xfe{[",
+    "a header nested deeper than the parser goes": struct.pack(">II", 100_000, 0) + b"[" * 100_000,
+    "an ack that is not an id": encode_frame({"ack": [1]}),
+    "a reply whose id is not a number": encode_frame({"id": {"x": 1}, "ok": True}),
+    "a reply without ok": encode_frame({"id": 1}),
+    "an unknown event": encode_frame({"ev": ["out"], "key": "p1"}),
+    "an exit event without its fields": encode_frame({"ev": "exit", "key": "p1"}),
+    "a greeting whose pid is text": encode_frame({"ev": "hello", "pid": "one"}),
+}
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize("garbage", GARBAGE.values(), ids=GARBAGE.keys())
+def test_garbage_on_the_agents_stream_ends_the_channel_with_one_warning_and_no_traceback(
+    garbage: bytes, ready: tuple[FakeAgent, AgentChannel], caplog: pytest.LogCaptureFixture
+) -> None:
+    agent, channel = ready
+    sink = Sink()
+    spawned(agent, channel, "p1", sink)
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(channel.call, {"op": "ping"})
+        agent.next_request()
+        agent.send_raw(garbage)
+        error = future.exception(10)
+    assert isinstance(error, AgentGone) and not channel.alive
+    assert sink.done.wait(10) and sink.events[-1][4] is not None  # told its process is lost
+    assert agent.ended.wait(10)  # the channel was closed: the agent's stdin ends, it exits
+    warnings = [record for record in caplog.records if record.name == "runtime.agent.channel"]
+    assert [record.levelname for record in warnings] == ["WARNING"]
+    assert "the agent of fake sent garbage" in warnings[0].getMessage()
+    assert not any(record.exc_info for record in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [{"ok": True}, {"ok": True, "stdout_len": "x", "exit_code": 0, "timed_out": False, "duration_ms": 1.0}],
+)
+def test_a_malformed_reply_to_a_command_closes_the_channel_as_a_command_that_may_have_run(
+    reply: dict[str, Any], ready: tuple[FakeAgent, AgentChannel]
+) -> None:
+    agent, channel = ready
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(calls.run, channel, Command(argv=["true"]))
+        header, _ = agent.next_request()
+        agent.send({**reply, "id": header["id"]})
+        error = future.exception(10)
+    assert isinstance(error, AgentGone) and error.sent  # it was received: never run it again
+    assert "sent a malformed reply to a command" in str(error)
+    assert agent.ended.wait(10) and not channel.alive

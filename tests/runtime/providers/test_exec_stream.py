@@ -89,6 +89,17 @@ def test_the_demux_keeps_partial_frames_until_they_complete(caplog: pytest.LogCa
     assert len(caplog.records) == 1
 
 
+def test_what_the_agents_stderr_says_is_logged_as_one_line_of_bounded_length(caplog: pytest.LogCaptureFixture) -> None:
+    demux = docker_demux("agent of aw-three")
+    caplog.set_level(logging.WARNING, logger="runtime.providers.docker.exec_stream")
+    forged = b"hi\nERROR runtime.app: Traceback (most recent call last):\x1b[2J\n"
+    demux(frame(STDERR, forged) + frame(STDERR, b"x" * 5000))
+    assert [r.getMessage() for r in caplog.records] == [
+        "agent of aw-three: hi\\nERROR runtime.app: Traceback (most recent call last):\\x1b[2J",
+        f"agent of aw-three: {'x' * 1000}... (5000 characters)",
+    ]
+
+
 # ---------------------------------------------------------------------- pump
 
 
