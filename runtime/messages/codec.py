@@ -66,6 +66,8 @@ def decode_request(frame: bytes | memoryview) -> Request:
         return _request_decoder.decode(frame)
     except RecursionError:  # even skipped values (``args``, unknown keys) are walked by recursion
         raise msgspec.DecodeError("maps or arrays are nested too deeply") from None
+    except UnicodeDecodeError:  # msgspec lets it through rather than raising its own DecodeError
+        raise msgspec.DecodeError("a str is not valid UTF-8") from None
 
 
 def decode_json(body: bytes) -> Any:
@@ -74,6 +76,8 @@ def decode_json(body: bytes) -> Any:
         return msgspec.json.decode(body)
     except RecursionError:
         raise msgspec.DecodeError("objects or arrays are nested too deeply") from None
+    except UnicodeDecodeError:  # msgspec lets it through rather than raising its own DecodeError
+        raise msgspec.DecodeError("a string is not valid UTF-8") from None
 
 
 def decode_reply(frame: bytes | memoryview) -> Reply:
@@ -91,6 +95,8 @@ def decode_args(op: str, raw: msgspec.Raw) -> ArgsStruct:
         args = _args_decoders[op].decode(raw)
     except RecursionError:  # maps or arrays nested past the interpreter's limit (``Any`` fields)
         raise RuleBroken(_TOO_DEEP) from None
+    except UnicodeDecodeError:  # msgspec lets it through rather than raising its own DecodeError
+        raise msgspec.DecodeError("a str is not valid UTF-8") from None
     refusal = broken_rule(OPS[op], args)
     if refusal is not None:
         raise RuleBroken(refusal)

@@ -49,6 +49,7 @@ __all__ = ["Change", "StateLog"]
 log = logging.getLogger(__name__)
 
 _SEQ = struct.Struct(">Q")
+_LAST_SEQ = (1 << 64) - 1  # no event is after it: a client asking "after" it gets none
 _MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as data is written.
 
 
@@ -285,7 +286,7 @@ class StateLog:
         found: list[AnyEvent] = []
         with self._env.begin(db=self._audit, buffers=True) as txn:
             cursor = txn.cursor()
-            if not cursor.set_range(_SEQ.pack(after + 1)):
+            if after >= _LAST_SEQ or not cursor.set_range(_SEQ.pack(max(after, -1) + 1)):
                 return found
             for value in cursor.iternext(keys=False, values=True):
                 found.append(decode_event(value))
@@ -297,7 +298,7 @@ class StateLog:
         """Committed events with ``seq > after``, oldest first."""
         with self._env.begin(db=self._events, buffers=True) as txn:
             cursor = txn.cursor()
-            if not cursor.set_range(_SEQ.pack(after + 1)):
+            if after >= _LAST_SEQ or not cursor.set_range(_SEQ.pack(max(after, -1) + 1)):
                 return
             for value in cursor.iternext(keys=False, values=True):
                 yield decode_event(value)

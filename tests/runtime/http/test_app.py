@@ -121,8 +121,8 @@ def test_a_method_the_path_does_not_take_is_405_with_the_allowed_ones(http: http
 
 @pytest.mark.parametrize(
     "body",
-    [b"{not json", b"[1, 2]", b'"text"', b'{"labels": ' * 100_000 + b"1" + b"}" * 100_000],
-    ids=["not-json", "array", "string", "nested-too-deeply"],
+    [b"{not json", b"[1, 2]", b'"text"', b'{"labels": ' * 100_000 + b"1" + b"}" * 100_000, b'{"image": "\xc3\x28"}'],
+    ids=["not-json", "array", "string", "nested-too-deeply", "not-utf8"],
 )
 def test_a_body_that_is_not_a_json_object_is_400(http: httpx.Client, body: bytes) -> None:
     response = http.post(API, content=body, headers={"content-type": "application/json"})
