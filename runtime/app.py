@@ -44,7 +44,9 @@ from runtime.version import __version__
 from runtime.wire import Client, Publisher, Subscriber
 from runtime.wire.auth import load_or_create_token
 from runtime.wire.gateway import Gateway
+from runtime.wire.keys import client_keys, ensure_server_keys
 from runtime.wire.outbox import Outbox
+from runtime.wire.security import check_exposure
 
 __all__ = ["ProvidersArg", "Runtime"]
 
@@ -102,8 +104,10 @@ class Runtime:
         """Start serving; raise ``WorkspaceError`` (e.g. ``ConfigError``) if it cannot."""
         began = time.monotonic()
         settings = self.settings
+        check_exposure(settings)  # before anything is made: listening beyond loopback needs CURVE
         settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.token = load_or_create_token(settings)
+        curve_secret = ensure_server_keys(settings.state_dir).secret if settings.zmq_curve else None
         mcp_servers = load_mcp_servers(settings.mcp_config)  # a wrong file stops start-up, naming the field
         publisher: dict[str, Outbox] = {}
 
@@ -122,6 +126,8 @@ class Runtime:
             outbox_endpoint=self._outbox_endpoint,
             dispatch=self._router,
             observe=self._metrics.observe,
+            curve_secret_key=curve_secret,
+            client_keys=lambda: client_keys(settings.state_dir).values(),
         )
         try:
             self._gateway.start()
@@ -135,12 +141,13 @@ class Runtime:
             self._teardown()
             raise
         log.info(
-            "runtime %s (instance %s) ready in %.0f ms: requests on %s, events on %s%s",
+            "runtime %s (instance %s) ready in %.0f ms: requests on %s, events on %s%s%s",
             __version__,
             self._instance_id,
             (time.monotonic() - began) * 1000,
             self.endpoint,
             self.events_endpoint,
+            " (CURVE: listed client keys only)" if settings.zmq_curve else "",
             "" if settings.enabled else " (ENABLE_AGENT_WORKSPACES is false: only ping is served)",
         )
         return self
@@ -153,7 +160,10 @@ class Runtime:
             settings = self.settings
             providers = {
                 "gvisor": DockerProvider(
-                    instance_id=instance_id, default_image=settings.default_image, network_name=settings.network_name
+                    instance_id=instance_id,
+                    default_image=settings.default_image,
+                    network_name=settings.network_name,
+                    read_only_root=settings.read_only_root,
                 )
             }
             if e2b_in_use(settings):
@@ -366,4 +376,4 @@ class Runtime:
 
     def subscribe(self, topics: tuple[str, ...] = ("",)) -> Subscriber:
         """An event subscriber over ``inproc://`` (close it before ``stop``)."""
-        return Subscriber(self.inproc_events_endpoint, topics, context=self._zmq)
+        return Subscriber(self.inproc_events_endpoint, topics, token=self.token, context=self._zmq)

@@ -153,6 +153,7 @@ def make_docker_runtime(make_settings: MakeSettings, docker_client: Any) -> Iter
                     default_image=settings.default_image,
                     network_name=settings.network_name,
                     runtimes=runtimes or ("runsc", "runc"),
+                    read_only_root=settings.read_only_root,
                 )
             }
             return built | (more_providers(settings, instance_id) if more_providers else {})

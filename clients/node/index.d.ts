@@ -11,6 +11,8 @@
 
 /** The one-frame message the event socket sends each new subscriber. */
 export const WELCOME: Buffer;
+/** The PLAIN username a subscriber presents to the event socket (the token is the password). */
+export const PLAIN_USERNAME: "workspaces";
 /** Topics of the events the state log sequences (one global `seq` across them). */
 export const LOG_TOPICS: readonly LogTopic[];
 /** Every op of wire protocol v1, by its wire name. */

@@ -46,7 +46,7 @@ def _exec(client: Client, args: argparse.Namespace) -> int:
     stdin = sys.stdin.buffer.read() if args.stdin else None
     env = pairs(args.env, "env")
     if not args.json:
-        with Subscriber(args.events_endpoint, (exec_topic_prefix(args.workspace_id),)) as events:
+        with client.subscribe(args.events_endpoint, (exec_topic_prefix(args.workspace_id),)) as events:
             try:
                 process = client.spawn(
                     args.workspace_id, cmd, cwd=args.cwd, env=env, stdin=stdin, timeout_s=args.exec_timeout

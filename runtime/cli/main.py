@@ -2,7 +2,8 @@
 
 Client commands read the endpoint and token the same way the server does (environment,
 then ``WORKSPACE_CONFIG``, then defaults; the token from ``WORKSPACE_AUTH_TOKEN`` or
-``STATE_DIR/token``), print tables for humans and ``--json`` for scripts.
+``STATE_DIR/token``; CURVE keys from ``WORKSPACE_ZMQ_CLIENT_KEY`` and
+``WORKSPACE_ZMQ_SERVER_KEY``), print tables for humans and ``--json`` for scripts.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from types import FrameType
 from runtime.app import Runtime
 from runtime.cli.commands import COMMANDS
 from runtime.cli.github import add_parsers as add_github_parsers
+from runtime.cli.keys import add_parsers as add_keys_parsers
+from runtime.cli.keys import keys
 from runtime.cli.mcp import add_parsers as add_mcp_parsers
 from runtime.cli.tables import print_json
 from runtime.config import Settings, load_settings
@@ -27,6 +30,7 @@ from runtime.monitoring.logs import configure
 from runtime.version import __version__
 from runtime.wire import Client
 from runtime.wire.auth import read_token
+from runtime.wire.security import client_curve, is_local
 
 __all__ = ["main"]
 
@@ -68,7 +72,17 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _client(settings: Settings, args: argparse.Namespace) -> Client:
-    return Client(args.endpoint or settings.zmq_endpoint, read_token(settings), timeout_s=args.timeout)
+    endpoint = args.endpoint or settings.zmq_endpoint
+    server_key, client_keys = client_curve(settings) or (None, None)
+    if client_keys is None and settings.zmq_curve and not endpoint.startswith(("ipc://", "inproc://")):
+        raise ConfigError(
+            "WORKSPACE_ZMQ_CURVE is on, so clients connect by CURVE: set WORKSPACE_ZMQ_CLIENT_KEY to a client key "
+            "file (make one: workspaces keys new NAME)"
+        )
+    if client_keys is None and not is_local(endpoint):
+        log.warning("connecting to %s without CURVE: the token travels unencrypted", endpoint)
+    return Client(endpoint, read_token(settings), timeout_s=args.timeout, server_key=server_key,
+                  client_keys=client_keys)  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -146,6 +160,7 @@ def _parser() -> argparse.ArgumentParser:
         printed.add_argument("--json", action="store_true")
     add_github_parsers(commands)
     add_mcp_parsers(commands)
+    add_keys_parsers(commands)
     return parser
 
 
@@ -167,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         if args.command == "serve":
             return _serve(settings, args)
+        if args.command == "keys":
+            return keys(settings, args)
         args.events_endpoint = args.events_endpoint or settings.zmq_events_endpoint
         with _client(settings, args) as client:
             return COMMANDS[args.command](client, args)

@@ -10,6 +10,7 @@ from runtime.cli.tables import print_json, table
 from runtime.config import load_settings
 from runtime.wire import Client
 from runtime.wire.auth import read_token
+from runtime.wire.security import client_curve
 
 __all__ = ["add_parsers", "mcp"]
 
@@ -32,8 +33,10 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def mcp(client: Client, args: argparse.Namespace) -> int:
     """``workspaces mcp ACTION``."""
     if args.action == "connect":
-        token = read_token(load_settings())  # read like the client's (environment, WORKSPACE_CONFIG, STATE_DIR)
-        return relay(client.endpoint, args.events_endpoint, token, args.name, wait_s=args.wait)
+        settings = load_settings()  # read like the client's (environment, WORKSPACE_CONFIG, STATE_DIR)
+        curve = client_curve(settings)
+        return relay(client.endpoint, args.events_endpoint, read_token(settings), args.name, wait_s=args.wait,
+                     curve=curve)  # fmt: skip
     servers = client.mcp_list()
     if args.json:
         print_json(servers)

@@ -30,6 +30,8 @@ import zmq.asyncio
 from runtime.errors import Timeout, WorkspaceError, error_for_code
 from runtime.http.sse import subscribe
 from runtime.messages import McpCallArgs, Reply, Request, decode_reply, encode
+from runtime.wire.keys import KeyPair
+from runtime.wire.security import client_options
 
 __all__ = ["relay"]
 
@@ -44,7 +46,7 @@ _MAX_LINE = 64 << 20
 class _Relay:
     def __init__(self, name: str, token: str, out: IO[bytes], timeout_s: float, wait_s: float) -> None:
         self._name = name
-        self._token = token
+        self.token = token
         self._out = out
         self._timeout_s = timeout_s
         self._wait_s = wait_s
@@ -93,7 +95,7 @@ class _Relay:
     async def _call(self, socket: zmq.asyncio.Socket, message: dict[str, Any]) -> Any:
         request_id = next(self._ids)
         args = msgspec.Raw(encode(McpCallArgs(name=self._name, message=message)))
-        payload = encode(Request(request_id, "mcp_call", self._token, args))
+        payload = encode(Request(request_id, "mcp_call", self.token, args))
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self._wait_s
         pause = _RETRY_PAUSE_S
@@ -130,12 +132,18 @@ async def _line_reader(stdin: IO[bytes]) -> Callable[[], Awaitable[bytes]]:
     return reader.readline
 
 
-async def _run(relay: _Relay, endpoint: str, events_endpoint: str, stdin: IO[bytes]) -> int:
+async def _run(
+    relay: _Relay, endpoint: str, events_endpoint: str, stdin: IO[bytes], curve: tuple[bytes, KeyPair] | None
+) -> int:
+    server_key, client_keys = curve or (None, None)
     context = zmq.Context()
     socket = zmq.asyncio.Context.shadow(context.underlying).socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
+    for option, value in client_options(server_key=server_key, client_keys=client_keys):
+        socket.setsockopt(option, value)
     socket.connect(endpoint)
-    events = await subscribe(context, events_endpoint, ("mcp",))
+    security = client_options(server_key=server_key, client_keys=client_keys, plain_token=relay.token)
+    events = await subscribe(context, events_endpoint, ("mcp",), options=security)
     background = [asyncio.create_task(relay.replies(socket)), asyncio.create_task(relay.notifications(events))]
     calls: set[asyncio.Task[None]] = set()
     try:
@@ -181,6 +189,7 @@ def relay(
     stdout: IO[bytes] | None = None,
     timeout_s: float = 310.0,
     wait_s: float = 60.0,
+    curve: tuple[bytes, KeyPair] | None = None,
 ) -> int:
     """Relay MCP between ``stdin``/``stdout`` (the process's own by default) and the server ``name``.
 
@@ -193,6 +202,7 @@ def relay(
         stdout: Where responses and notifications go.
         timeout_s: How long one call may take.
         wait_s: How long calls are retried while the server is not ready.
+        curve: Connect by CURVE: the server's public key and this client's key pair.
     """
     session = _Relay(name, token, stdout or sys.stdout.buffer, timeout_s, wait_s)
-    return asyncio.run(_run(session, endpoint, events_endpoint, stdin or sys.stdin.buffer))
+    return asyncio.run(_run(session, endpoint, events_endpoint, stdin or sys.stdin.buffer, curve))

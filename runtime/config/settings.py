@@ -100,6 +100,13 @@ VARIABLES: tuple[Variable, ...] = (
         "an integer from 0 to 1000",
     ),
     Variable(
+        "WORKSPACE_READ_ONLY_ROOT",
+        "read_only_root",
+        False,
+        values.boolean,
+        "true or false",
+    ),
+    Variable(
         "WORKSPACE_NETWORK_NAME",
         "network_name",
         "",
@@ -158,6 +165,29 @@ VARIABLES: tuple[Variable, ...] = (
         "tcp://127.0.0.1:7711",
         values.pattern(values.ENDPOINT_RE, allow_empty=False),
         "a ZeroMQ endpoint such as tcp://127.0.0.1:7711 or ipc:///path",
+    ),
+    Variable(
+        "WORKSPACE_ZMQ_CURVE",
+        "zmq_curve",
+        False,
+        values.boolean,
+        "true or false (true: both sockets are CurveZMQ servers admitting the keys of `workspaces keys`)",
+    ),
+    Variable(
+        "WORKSPACE_ZMQ_SERVER_KEY",
+        "zmq_server_key",
+        "",
+        values.text,
+        "empty or the server's CURVE public key: 40 Z85 characters or the path of its server.key",
+        optional=True,
+    ),
+    Variable(
+        "WORKSPACE_ZMQ_CLIENT_KEY",
+        "zmq_client_key",
+        "",
+        values.path,
+        "empty or the path of this client's CURVE key file (workspaces keys new NAME)",
+        optional=True,
     ),
     Variable("WORKSPACE_STATE_DIR", "state_dir", "~/.local/state/agent-workspaces", values.path, "a directory path"),
     Variable(
@@ -251,10 +281,14 @@ class Settings:
     github_api_url: str = "https://api.github.com"
     http_addr: str = ""
     mcp_config: Path = Path("configs/mcp.toml")
+    read_only_root: bool = False
     e2b_domain: str = "e2b.app"
     e2b_api_url: str | None = None
     e2b_template: str = "base"
     e2b_max_timeout_s: int = 3600
+    zmq_curve: bool = False
+    zmq_server_key: str | None = None
+    zmq_client_key: Path | None = None
     config_file: Path | None = None
 
     @property

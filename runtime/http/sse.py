@@ -38,10 +38,22 @@ def frame(event: dict[str, Any]) -> bytes:
     return f"id: {event.get('seq', '')}\nevent: {event.get('type', 'message')}\ndata: {data}\n\n".encode()
 
 
-async def subscribe(context: zmq.Context[zmq.Socket[bytes]], endpoint: str, topics: Iterable[str]) -> Any:
-    """A SUB socket on the event stream, its subscriptions in place (the welcome came)."""
+async def subscribe(
+    context: zmq.Context[zmq.Socket[bytes]],
+    endpoint: str,
+    topics: Iterable[str],
+    *,
+    options: Iterable[tuple[int, bytes]] = (),
+) -> Any:
+    """A SUB socket on the event stream, its subscriptions in place (the welcome came).
+
+    ``options`` are set before it connects: its security (``runtime.wire.security``) when
+    it subscribes over the network; ``inproc://`` needs none.
+    """
     socket = zmq.asyncio.Context.shadow(context.underlying).socket(zmq.SUB)
     socket.setsockopt(zmq.LINGER, 0)
+    for option, value in options:
+        socket.setsockopt(option, value)
     for topic in topics:
         socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
     socket.setsockopt(zmq.SUBSCRIBE, WELCOME)

@@ -29,6 +29,7 @@ from runtime.monitoring.doctor_e2b import e2b_checks, e2b_in_use
 from runtime.monitoring.doctor_mcp import mcp_config, mcp_images, mcp_status
 from runtime.wire.auth import read_token
 from runtime.wire.client import Client
+from runtime.wire.security import client_curve
 
 __all__ = ["Check", "run_checks"]
 
@@ -233,7 +234,9 @@ def _runtime(settings: Settings) -> Iterator[Check]:
 
 def _asker(settings: Settings, token: str) -> Callable[[str], Any]:
     def ask(op: str) -> Any:
-        with Client(settings.zmq_endpoint, token, timeout_s=_RUNTIME_TIMEOUT_S) as client:
+        server_key, client_keys = client_curve(settings) or (None, None)  # as the CLI connects
+        with Client(settings.zmq_endpoint, token, timeout_s=_RUNTIME_TIMEOUT_S, server_key=server_key,
+                    client_keys=client_keys) as client:  # fmt: skip
             return client.call(op)
 
     return ask

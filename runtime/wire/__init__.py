@@ -3,7 +3,9 @@
 ``gateway`` is the thread owning every ZeroMQ socket (decode, authenticate, route,
 reply, publish); ``outbox`` is how other threads hand it replies and events, and
 ``publisher`` the one thread that publishes streamed processes' output; ``dedupe``
-answers retried requests from their first reply; ``auth`` keeps the shared token.
+answers retried requests from their first reply; ``auth`` keeps the shared token;
+``security`` says where the runtime may listen in the clear and how clients connect,
+``keys`` keeps the CURVE key files and ``zap`` decides who completes a handshake.
 ``client``, ``subscriber``, ``streams`` (a process's output in order) and ``events`` (the
 runtime's events in order, re-synced after a gap) are the Python side a client uses.
 """

@@ -5,7 +5,8 @@ argument structs (``runtime.messages.args``), so a request carries exactly the f
 the server decodes, by the same rules; results come back as the vocabulary's typed
 records and failures as ``WorkspaceError`` families. A client is not thread-safe: use
 one per thread. Replies to requests that already timed out are recognised by their id
-and dropped. Events are read with ``runtime.wire.Subscriber``.
+and dropped. Events are read with a ``Subscriber`` (``Client.subscribe``: with the same
+credentials). Given the server's public key and a key pair, it connects by CURVE.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ from runtime.messages import (
     decode_reply,
     encode,
 )
+from runtime.wire.keys import KeyPair
+from runtime.wire.security import client_socket
+from runtime.wire.subscriber import Subscriber
 
 __all__ = ["Client", "RunKwargs"]
 
@@ -102,6 +106,8 @@ class Client:
             sent again, with the same id (so it is never executed twice), before giving up.
         identity: The ROUTER identity (default: a random one); a client that must retry
             another client's requests, e.g. after its own restart, passes that identity.
+        server_key: With ``client_keys``, connect by CURVE: the server's public key (Z85).
+        client_keys: This client's CURVE key pair (its public key admitted by the server).
 
     The client's ROUTER identity is fixed for its lifetime, so a retry after the socket
     reconnected (say, to a restarted runtime) is recognised as the same request.
@@ -116,14 +122,19 @@ class Client:
         timeout_s: float = 30.0,
         retries: int = 0,
         identity: bytes | None = None,
+        server_key: bytes | None = None,
+        client_keys: KeyPair | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self.retries = retries
         self.identity = identity or f"client-{secrets.token_hex(8)}".encode()
         self._token = token
-        self._socket = (context or zmq.Context.instance()).socket(zmq.DEALER)
-        self._socket.setsockopt(zmq.LINGER, 0)
+        self._context = context
+        self._curve = (server_key, client_keys)
+        self._socket = client_socket(
+            context or zmq.Context.instance(), zmq.DEALER, server_key=server_key, client_keys=client_keys
+        )
         self._socket.setsockopt(zmq.ROUTING_ID, self.identity)
         self._socket.connect(endpoint)
         self._ids = (f"{secrets.token_hex(4)}-{n}" for n in itertools.count(1))
@@ -138,6 +149,12 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def subscribe(self, events_endpoint: str, topics: tuple[str, ...] = ("",), *, context: Any = None) -> Subscriber:
+        """A ``Subscriber`` to the runtime's events with this client's token, keys and (by default) context."""
+        server_key, client_keys = self._curve
+        return Subscriber(events_endpoint, topics, token=self._token, context=context or self._context,
+                          server_key=server_key, client_keys=client_keys)  # fmt: skip
 
     # ------------------------------------------------------------------ transport
 

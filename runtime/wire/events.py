@@ -32,7 +32,6 @@ import zmq
 from runtime.errors import Timeout
 from runtime.messages import LOG_TOPICS, Snapshot
 from runtime.wire.client import Client
-from runtime.wire.subscriber import Subscriber
 
 __all__ = ["Watch"]
 
@@ -73,7 +72,8 @@ class Watch:
         self._last = after
         self._stop = stop or threading.Event()
         self._idle_s = idle_s
-        self._events = Subscriber(events_endpoint, LOG_TOPICS, context=context)  # subscribed before any snapshot
+        # With the client's credentials; subscribed before any snapshot is taken.
+        self._events = client.subscribe(events_endpoint, LOG_TOPICS, context=context)
 
     def __iter__(self) -> Iterator[Snapshot | dict[str, Any]]:
         if self._last is None:

@@ -10,6 +10,14 @@ input: anything malformed gets ``bad_request``.
 Every request is registered in a ``RequestTable`` by client identity and id until its
 reply leaves, so a retry is never executed twice (see ``runtime.wire.dedupe``), and so that
 ``stop`` can answer whatever is still in flight instead of leaving clients to time out.
+
+Security: the Gateway also serves the context's ZAP socket (``runtime.wire.zap``), bound
+before anything else, so that no handshake is ever decided without it. The PUB is a PLAIN
+server (the token as password) or, with CURVE, both sockets are CURVE servers. A slow or
+vanished client never holds the others up: replies are routed without blocking
+(``ROUTER_MANDATORY``: one that cannot be delivered now, to a client gone or not reading,
+is dropped and counted, and kept for the client's retry); a frame beyond the size limit
+makes libzmq drop that one connection.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from __future__ import annotations
 import hmac
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -27,12 +35,16 @@ from runtime.errors import BadRequest, ConfigError, InternalError, ProviderUnava
 from runtime.messages import OPS, WELCOME, ArgsStruct, Request, decode_args, decode_request, invalid_args
 from runtime.wire.dedupe import PENDING, RequestTable
 from runtime.wire.outbox import ERROR, KIND_EVENT, KIND_REPLY, OK, RETRYABLE, encode_error, encode_ok, outcome
+from runtime.wire.zap import EVENTS_DOMAIN, REQUESTS_DOMAIN, ZAP_ENDPOINT, Doorkeeper
 
-__all__ = ["DEFERRED", "MAX_REQUEST_BYTES", "Dispatch", "Gateway"]
+__all__ = ["DEFERRED", "HWM", "MAX_REQUEST_BYTES", "Dispatch", "Gateway"]
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES: Final = 96 << 20
+HWM: Final = 1000
+"""Messages queued per client connection each way before replies to it are dropped."""
+_MAX_SUBSCRIPTION_BYTES = 64 << 10
 DEFERRED: Final = object()
 """Returned by the dispatcher when an actor will send the reply later."""
 
@@ -59,6 +71,12 @@ class Gateway:
         dispatch: Handles a decoded, authenticated request; returns the result or
             ``DEFERRED``; raises ``WorkspaceError`` for failures.
         observe: Told of every reply to a registered request (for metrics).
+        curve_secret_key: The server's CURVE secret key (Z85): both sockets become CURVE
+            servers. ``None``: requests in the clear, subscribers by PLAIN.
+        client_keys: With CURVE, returns the admitted client public keys (asked at each handshake).
+        max_request_bytes: The largest request decoded; a frame beyond twice this drops
+            its connection.
+        hwm: Messages queued per client connection each way (``SNDHWM``, ``RCVHWM``).
     """
 
     def __init__(
@@ -71,9 +89,19 @@ class Gateway:
         outbox_endpoint: str,
         dispatch: Dispatch,
         observe: Observe | None = None,
+        curve_secret_key: bytes | None = None,
+        client_keys: Callable[[], Collection[bytes]] | None = None,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+        hwm: int = HWM,
     ) -> None:
         self._context = context
         self._token = token.encode()
+        self._curve_secret_key = curve_secret_key
+        self._max_request_bytes = max_request_bytes
+        self._hwm = hwm
+        self.doorkeeper = Doorkeeper(token, (client_keys or frozenset) if curve_secret_key else None)
+        self.dropped_replies = 0
+        """Replies that could not be delivered when sent (client gone, or not reading)."""
         self._request_endpoints = list(request_endpoints)
         self._event_endpoints = list(event_endpoints)
         self._outbox_endpoint = outbox_endpoint
@@ -118,32 +146,50 @@ class Gateway:
 
     # ------------------------------------------------------------------ thread
 
+    def _secure(self, sock: zmq.Socket[bytes], domain: str) -> None:
+        sock.setsockopt(zmq.ZAP_DOMAIN, domain.encode())
+        if self._curve_secret_key is not None:
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, self._curve_secret_key)
+        else:
+            sock.setsockopt(zmq.PLAIN_SERVER, 1)
+
     def _bind(self, kind: int, endpoints: Sequence[str]) -> tuple[zmq.Socket[bytes], list[str]]:
         sock = self._context.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
         if kind == zmq.XPUB:
             sock.setsockopt(zmq.SNDHWM, 100_000)
+            sock.setsockopt(zmq.MAXMSGSIZE, _MAX_SUBSCRIPTION_BYTES)
             # Greets each new subscriber, so it knows its subscription is live (see Subscriber).
             sock.setsockopt(zmq.XPUB_WELCOME_MSG, WELCOME)
+            self._secure(sock, EVENTS_DOMAIN)
         if kind == zmq.ROUTER:
-            sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES * 2)
+            sock.setsockopt(zmq.MAXMSGSIZE, self._max_request_bytes * 2)
             # A client reconnecting with its routing id takes it over: its retries are recognised.
             sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            # A reply that cannot be routed raises (counted in _route) instead of vanishing.
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            sock.setsockopt(zmq.SNDHWM, self._hwm)
+            sock.setsockopt(zmq.RCVHWM, self._hwm)
+            if self._curve_secret_key is not None:
+                self._secure(sock, REQUESTS_DOMAIN)
         bound = []
         for endpoint in endpoints:
             try:
                 sock.bind(endpoint)
             except zmq.ZMQError as exc:
                 sock.close()
-                raise ConfigError(
-                    f"cannot listen on {endpoint}: {exc.strerror} (is another runtime running?)"
-                ) from None
+                hint = "another ZAP handler in this ZeroMQ context" if endpoint == ZAP_ENDPOINT else "another runtime"
+                raise ConfigError(f"cannot listen on {endpoint}: {exc.strerror} (is {hint} running?)") from None
             bound.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
         return sock, bound
 
     def _run(self) -> None:
         sockets: list[zmq.Socket[bytes]] = []
         try:
+            # First: a handshake needing ZAP while no handler is bound would not be checked by ours.
+            zap, _ = self._bind(zmq.REP, [ZAP_ENDPOINT])
+            sockets.append(zap)
             pull, _ = self._bind(zmq.PULL, [self._outbox_endpoint])
             sockets.append(pull)
             pub, self.bound_event_endpoints = self._bind(zmq.XPUB, self._event_endpoints)
@@ -158,18 +204,23 @@ class Gateway:
             return
         self._bound.set()
         try:
-            self._serve(router, pub, pull)
+            self._serve(router, pub, pull, zap)
         finally:
             for sock in sockets:
                 sock.close()
 
-    def _serve(self, router: zmq.Socket[bytes], pub: zmq.Socket[bytes], pull: zmq.Socket[bytes]) -> None:
+    def _serve(
+        self, router: zmq.Socket[bytes], pub: zmq.Socket[bytes], pull: zmq.Socket[bytes], zap: zmq.Socket[bytes]
+    ) -> None:
         poller = zmq.Poller()
+        poller.register(zap, zmq.POLLIN)
         poller.register(router, zmq.POLLIN)
         poller.register(pull, zmq.POLLIN)
         poller.register(pub, zmq.POLLIN)
         while not self._stop.is_set():
             ready = dict(poller.poll(_POLL_MS))
+            if zap in ready:
+                self.doorkeeper.serve(zap)
             if pull in ready:
                 self._forward(pull, router, pub)
             if router in ready:
@@ -197,9 +248,17 @@ class Gateway:
     def _send(self, router: zmq.Socket[bytes], identity: bytes, request_id: str, reply: bytes, result: bytes) -> None:
         """Send a reply to a registered request; ``result`` is its outcome frame (see ``Outbox``)."""
         done = self._requests.finish(identity, request_id, reply, keep=result != RETRYABLE)
-        router.send_multipart([identity, reply])
+        self._route(router, identity, reply)
         if done is not None and self._observe is not None:
             self._observe(done[0], done[1], result == OK)
+
+    def _route(self, router: zmq.Socket[bytes], identity: bytes, reply: bytes) -> None:
+        """Hand a reply to ZeroMQ without waiting: a client gone or not reading loses it (retries get it)."""
+        try:
+            router.send_multipart([identity, reply], flags=zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: no such client now; EAGAIN: its queue is full
+            self.dropped_replies += 1
+            log.debug("dropped a reply of %d bytes to client %r: %s", len(reply), identity, exc.strerror)
 
     def _receive(self, router: zmq.Socket[bytes]) -> None:
         for _ in range(_BATCH):
@@ -211,7 +270,7 @@ class Gateway:
             if reply is None:
                 continue
             if request_id is None:  # not registered: malformed, unauthorized or a duplicate's kept reply
-                router.send_multipart([identity, reply])
+                self._route(router, identity, reply)
             else:
                 self._send(router, identity, request_id, reply, result)
 
@@ -228,8 +287,8 @@ class Gateway:
         try:
             if len(frames) != 1:
                 raise BadRequest(f"expected exactly one frame per request, got {len(frames)}")
-            if len(frames[0]) > MAX_REQUEST_BYTES:
-                raise BadRequest(f"request of {len(frames[0])} bytes exceeds the limit of {MAX_REQUEST_BYTES}")
+            if len(frames[0]) > self._max_request_bytes:
+                raise BadRequest(f"request of {len(frames[0])} bytes exceeds the limit of {self._max_request_bytes}")
             try:
                 request = decode_request(frames[0])
             except msgspec.DecodeError as exc:

@@ -3,7 +3,7 @@
 Subscribe to the workspace's process events *before* starting the process, so nothing
 it prints first is missed::
 
-    with Subscriber(events_endpoint, (exec_topic_prefix(workspace_id),)) as events:
+    with client.subscribe(events_endpoint, (exec_topic_prefix(workspace_id),)) as events:
         process = client.spawn(workspace_id, "make test")
         for event in follow(client, events, process):
             ...  # ProcessOutput (stream, data), Truncated, then ProcessExited

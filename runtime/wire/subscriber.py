@@ -1,4 +1,9 @@
-"""A subscriber to the runtime's event stream (PUB), live once constructed."""
+"""A subscriber to the runtime's event stream (PUB), live once constructed.
+
+The stream admits only subscribers that prove they know the token (ZeroMQ PLAIN at the
+handshake) or, with CURVE, hold an admitted key: a subscriber refused gets no events at
+all, and says so by timing out. Over ``inproc://`` no mechanism runs (same process).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ import zmq
 
 from runtime.errors import Timeout
 from runtime.messages import WELCOME
+from runtime.wire.keys import KeyPair
+from runtime.wire.security import client_socket
 
 __all__ = ["Subscriber"]
 
@@ -25,8 +32,11 @@ class Subscriber:
     Args:
         endpoint: The runtime's event endpoint.
         topics: Topic prefixes to receive (all by default).
+        token: The runtime's token (sent by PLAIN when CURVE is not used).
         context: The ZeroMQ context; required for ``inproc://``.
         join_timeout_s: How long to wait for the welcome.
+        server_key: With ``client_keys``, connect by CURVE: the server's public key (Z85).
+        client_keys: This client's CURVE key pair (its public key admitted by the server).
     """
 
     def __init__(
@@ -34,11 +44,16 @@ class Subscriber:
         endpoint: str,
         topics: tuple[str, ...] = ("",),
         *,
+        token: str,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         join_timeout_s: float = 10.0,
+        server_key: bytes | None = None,
+        client_keys: KeyPair | None = None,
     ) -> None:
-        self._socket = (context or zmq.Context.instance()).socket(zmq.SUB)
-        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket = client_socket(
+            context or zmq.Context.instance(), zmq.SUB, server_key=server_key, client_keys=client_keys,
+            plain_token=token,
+        )  # fmt: skip
         for topic in topics:
             self._socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
         self._socket.setsockopt(zmq.SUBSCRIBE, WELCOME)

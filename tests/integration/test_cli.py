@@ -106,7 +106,7 @@ def test_client_errors_are_one_line_with_the_code_and_exit_non_zero(env: dict[st
     assert missing.stderr.decode().strip() == "workspaces: not_found: workspace ws_000000000000 does not exist"
     bad = cli(env, "create", "--memory", "lots")
     assert bad.returncode == 1
-    assert "bad_request: memory='lots' is not a size" in bad.stderr.decode()
+    assert "bad_request: invalid args for create: memory='lots' is not a size" in bad.stderr.decode()
 
 
 def test_a_bad_configuration_value_stops_serve_with_one_line(env: dict[str, str]) -> None:

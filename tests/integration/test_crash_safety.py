@@ -69,7 +69,7 @@ class Crashable:
         return Client(self.env["WORKSPACE_ZMQ_ENDPOINT"], TOKEN, timeout_s=timeout_s, identity=identity)
 
     def subscribe(self, *topics: str) -> Subscriber:
-        return Subscriber(self.env["WORKSPACE_ZMQ_EVENTS_ENDPOINT"], topics)
+        return Subscriber(self.env["WORKSPACE_ZMQ_EVENTS_ENDPOINT"], topics, token=TOKEN)
 
     def backend(self) -> dict[str, bool]:
         """Workspace id -> running, for every container and lone volume with this instance's label."""

@@ -10,7 +10,7 @@ import { toBytes } from "./codec.js";
 import { ClientClosed, Timeout } from "./errors.js";
 import { EventStream } from "./events.js";
 import { follow as followProcess } from "./follow.js";
-import { DEFAULT_ENDPOINT, DEFAULT_EVENTS_ENDPOINT } from "./protocol.js";
+import { DEFAULT_ENDPOINT, DEFAULT_EVENTS_ENDPOINT, PLAIN_USERNAME } from "./protocol.js";
 import { readToken } from "./token.js";
 import { Transport } from "./transport.js";
 
@@ -40,6 +40,9 @@ export class Client {
     this.joinTimeoutMs = options.joinTimeoutMs ?? JOIN_TIMEOUT_MS;
     this.routingId = options.routingId ?? `client-${randomBytes(8).toString("hex")}`;
     const token = options.token ?? readToken(); // before any socket exists, so a throw leaks none
+    // The event socket checks the token once, at the handshake (ZeroMQ PLAIN): a subscriber
+    // with a wrong one gets no events at all. Not enumerable, so it is never printed with the client.
+    Object.defineProperty(this, "_token", { value: token, enumerable: false });
     this._streams = new Set();
     this._closed = false;
     this._transport = new Transport({ endpoint: this.endpoint, routingId: this.routingId, token });
@@ -55,6 +58,11 @@ export class Client {
     this._closed = true;
     for (const stream of [...this._streams]) stream.close();
     this._transport.close();
+  }
+
+  /** Options of a Subscriber socket on the event stream: PLAIN with this client's token. */
+  _subscriberOptions() {
+    return { linger: 0, plainUsername: PLAIN_USERNAME, plainPassword: this._token };
   }
 
   /** Register an event subscription (anything with `close()`) so that `close()` ends it. */

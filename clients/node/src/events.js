@@ -30,7 +30,7 @@ export class EventStream {
     this._closed = false;
     // Every state-log topic is received, whatever `topics` asks for: `seq` is global across
     // them, so a gap is only visible in the whole sequence. `topics` filters what is yielded.
-    this._socket = new Subscriber({ linger: 0 });
+    this._socket = new Subscriber(client._subscriberOptions());
     for (const topic of LOG_TOPICS) this._socket.subscribe(topic);
     this._socket.subscribe(WELCOME);
     this._socket.connect(client.eventsEndpoint);

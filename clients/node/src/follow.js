@@ -45,7 +45,7 @@ export async function* follow(client, processInfo, options = {}) {
   const deadline = options.timeoutMs == null ? null : Date.now() + options.timeoutMs;
   const { workspace_id: workspaceId, process_id: processId } = processInfo;
   const topic = processInfo.topic ?? `exec.${workspaceId}.${processId}`;
-  const socket = new Subscriber({ linger: 0 });
+  const socket = new Subscriber(client._subscriberOptions());
   const handle = { close: () => socket.closed || socket.close() };
   client._track(handle);
   try {

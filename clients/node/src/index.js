@@ -12,7 +12,15 @@
 //   client.js        the Client, one method per op
 // index.d.ts declares the same shape.
 
-export { DEFAULT_ENDPOINT, DEFAULT_EVENTS_ENDPOINT, DEFAULT_STATE_DIR, LOG_TOPICS, OPS, WELCOME } from "./protocol.js";
+export {
+  DEFAULT_ENDPOINT,
+  DEFAULT_EVENTS_ENDPOINT,
+  DEFAULT_STATE_DIR,
+  LOG_TOPICS,
+  OPS,
+  PLAIN_USERNAME,
+  WELCOME,
+} from "./protocol.js";
 export {
   BadRequest,
   CapacityExceeded,

@@ -3,6 +3,12 @@
 /** The one-frame message the event socket sends each new subscriber (events have two frames). */
 export const WELCOME = Buffer.from("\x00welcome", "latin1");
 
+/**
+ * The PLAIN username a subscriber presents to the event socket, with the token as password
+ * (docs/protocol.md, "Transport security").
+ */
+export const PLAIN_USERNAME = "workspaces";
+
 /** Topics of the events the state log sequences (one global `seq` across them). */
 export const LOG_TOPICS = Object.freeze(["actor", "alert", "github", "mcp", "provider", "workspace"]);
 

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
 import { decode, encode } from "@msgpack/msgpack";
-import { Router, XPublisher } from "zeromq";
+import { Reply, Router, XPublisher } from "zeromq";
 
 import {
   BadRequest,
@@ -19,6 +19,7 @@ import {
   InternalError,
   NotFound,
   OPS,
+  PLAIN_USERNAME,
   ProviderUnavailable,
   Timeout,
   Unauthorized,
@@ -27,17 +28,24 @@ import {
 
 const TOKEN = "fake-runtime-token-0123456789";
 
-/** A ROUTER and an XPUB that answer requests with `handle(request)` (undefined: no answer). */
+/**
+ * A ROUTER and an XPUB that answer requests with `handle(request)` (undefined: no answer). The
+ * XPUB admits subscribers as the runtime's does: PLAIN with the token, decided by a ZAP handler.
+ */
 class FakeRuntime {
   constructor() {
     this.requests = [];
     this.identities = [];
+    this.zapAnswers = [];
     this.handle = () => ({ ok: true, result: {} });
     this.router = new Router({ linger: 0 });
-    this.pub = new XPublisher({ linger: 0, welcomeMessage: "\x00welcome" });
+    this.pub = new XPublisher({ linger: 0, welcomeMessage: "\x00welcome", plainServer: true });
+    this.zap = new Reply({ linger: 0 });
   }
 
   async start() {
+    await this.zap.bind("inproc://zeromq.zap.01"); // before any handshake needs it
+    this._zapping = this._serveZap();
     await this.router.bind("tcp://127.0.0.1:*");
     await this.pub.bind("tcp://127.0.0.1:*");
     this.endpoint = this.router.lastEndpoint;
@@ -60,6 +68,22 @@ class FakeRuntime {
       this.identities.push(identity.toString());
       const answer = await this.handle(request);
       if (answer !== undefined) await this.reply(identity, { id: request.id, ...answer });
+    }
+  }
+
+  async _serveZap() {
+    for (;;) {
+      let request;
+      try {
+        request = await this.zap.receive();
+      } catch {
+        return; // closed
+      }
+      const [version, requestId, , , , mechanism, username, password] = request;
+      const ok =
+        mechanism.toString() === "PLAIN" && username?.toString() === PLAIN_USERNAME && password?.toString() === TOKEN;
+      this.zapAnswers.push(ok ? "200" : "400");
+      await this.zap.send([version, requestId, ok ? "200" : "400", ok ? "OK" : "wrong token", "", ""]);
     }
   }
 
@@ -96,6 +120,7 @@ class FakeRuntime {
   close() {
     this.router.close();
     this.pub.close();
+    this.zap.close();
   }
 }
 
@@ -412,6 +437,27 @@ describe("events and follow against a scripted event stream", () => {
     assert.deepEqual([second.value.type, second.value.seq], ["workspace.state", 13]);
     stream.close();
     assert.deepEqual(await stream.next(), { value: undefined, done: true });
+  });
+
+  test("the event socket admits a subscriber by its token (PLAIN): a wrong token gets no events", async () => {
+    const stranger = fake.client({ token: "not-the-token-at-all", joinTimeoutMs: 300 });
+    const stream = client.events({ topics: ["workspace"] });
+    const spy = stranger.events({ topics: ["workspace"] });
+    try {
+      await within(stream.ready, 5000, "welcome");
+      await within(spy.ready, 5000, "giving up on a welcome that never comes");
+      assert.ok(fake.zapAnswers.includes("400"), "the stranger was refused at the handshake");
+      const spied = spy.next();
+      await fake.publish("workspace", workspaceEvent(1, "ws_secret"));
+      const got = await within(stream.next(), 5000, "event");
+      assert.equal(got.value.workspace_id, "ws_secret");
+      const nothing = await Promise.race([spied.then(() => "an event"), sleep(500).then(() => "nothing")]);
+      assert.equal(nothing, "nothing");
+    } finally {
+      stream.close();
+      spy.close();
+      stranger.close();
+    }
   });
 
   test("close() ends a next() that waits for an event", async () => {

@@ -181,6 +181,9 @@ class Wire:
         self._context = zmq.Context()
         self.events = self._context.socket(zmq.SUB)
         self.events.setsockopt(zmq.SUBSCRIBE, b"")
+        # The event stream admits a subscriber by ZeroMQ PLAIN: the protocol's username, the token.
+        self.events.setsockopt(zmq.PLAIN_USERNAME, b"workspaces")
+        self.events.setsockopt(zmq.PLAIN_PASSWORD, runtime.token.encode())
         self.events.connect(runtime.events_endpoint)
         assert self.events.poll(10_000) and self.events.recv_multipart() == [WELCOME]
         self.requests = self._context.socket(zmq.DEALER)

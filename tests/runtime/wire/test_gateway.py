@@ -89,7 +89,7 @@ def test_ping_is_answered_by_the_gateway_itself(client: Client) -> None:
 def test_a_deferred_reply_comes_back_through_the_outbox_and_the_event_is_published(
     gateway: Gateway, client: Client
 ) -> None:
-    with Subscriber(gateway.bound_event_endpoints[0]) as events:
+    with Subscriber(gateway.bound_event_endpoints[0], token=TOKEN) as events:
         result = client.request("exec", {"workspace_id": "ws_1", "cmd": "true"})
         assert msgspec.msgpack.decode(result, type=WorkspaceRecord) == record()
         topic, event = events.recv(5)
@@ -170,7 +170,7 @@ def test_a_subscriber_is_live_as_soon_as_it_is_constructed(
     gateway: Gateway, client: Client, topics: tuple[str, ...]
 ) -> None:
     for _ in range(20):  # ZeroMQ's slow joiner would lose some of these events
-        with Subscriber(gateway.bound_event_endpoints[0], topics) as events:
+        with Subscriber(gateway.bound_event_endpoints[0], topics, token=TOKEN) as events:
             client.request("exec", {"workspace_id": "ws_1", "cmd": "true"})
             topic, event = events.recv(5)  # the welcome itself is never returned
             assert (topic, event["type"]) == ("workspace", "workspace.state")

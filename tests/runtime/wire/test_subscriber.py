@@ -1,4 +1,8 @@
-"""The Subscriber against a real XPUB socket that greets each subscriber with WELCOME."""
+"""The Subscriber against a real XPUB socket that greets each subscriber with WELCOME.
+
+The socket admits subscribers as the Gateway's does: PLAIN, the token as password, checked by
+the ``Doorkeeper`` over ZAP.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,10 @@ import zmq
 from runtime.errors import Timeout
 from runtime.messages import WELCOME, encode
 from runtime.wire import Subscriber
+from runtime.wire.zap import ZAP_ENDPOINT, Doorkeeper
 
 Context = zmq.Context[zmq.Socket[bytes]]
+TOKEN = "s" * 32
 
 
 class EventSocket:
@@ -26,8 +32,13 @@ class EventSocket:
     """
 
     def __init__(self, context: Context, welcome: bytes | None = WELCOME) -> None:
+        self._zap = context.socket(zmq.REP)
+        self._zap.setsockopt(zmq.LINGER, 0)
+        self._zap.bind(ZAP_ENDPOINT)
+        self._doorkeeper = Doorkeeper(TOKEN)
         self._socket = context.socket(zmq.XPUB)
         self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.PLAIN_SERVER, 1)
         if welcome is not None:
             self._socket.setsockopt(zmq.XPUB_WELCOME_MSG, welcome)
         self._socket.bind("tcp://127.0.0.1:*")
@@ -41,6 +52,7 @@ class EventSocket:
     def _serve(self) -> None:
         try:
             while not self._stop.is_set():
+                self._doorkeeper.serve(self._zap)
                 if self._socket.poll(5):
                     self.subscriptions.put(self._socket.recv())
                 while True:
@@ -51,6 +63,7 @@ class EventSocket:
                     self._socket.send_multipart(frames)
         finally:
             self._socket.close()
+            self._zap.close()
 
     def send(self, *frames: bytes) -> None:
         self._outgoing.put(list(frames))
@@ -84,7 +97,7 @@ def publisher(context: Context) -> Iterator[EventSocket]:
 
 def test_an_event_published_right_after_construction_is_received(publisher: EventSocket, context: Context) -> None:
     for n in range(20):  # without waiting for the welcome, ZeroMQ's slow joiner would lose some
-        with Subscriber(publisher.endpoint, ("workspace",), context=context, join_timeout_s=5) as events:
+        with Subscriber(publisher.endpoint, ("workspace",), token=TOKEN, context=context, join_timeout_s=5) as events:
             publisher.publish("workspace", {"type": "workspace.state", "seq": n})
             assert events.recv(5) == ("workspace", {"type": "workspace.state", "seq": n})
 
@@ -93,7 +106,7 @@ def test_the_constructor_returns_once_welcomed_not_at_its_join_timeout(
     publisher: EventSocket, context: Context
 ) -> None:
     started = time.monotonic()
-    with Subscriber(publisher.endpoint, context=context, join_timeout_s=30):
+    with Subscriber(publisher.endpoint, token=TOKEN, context=context, join_timeout_s=30):
         assert time.monotonic() - started < 10
 
 
@@ -101,7 +114,7 @@ def test_without_a_welcome_the_constructor_gives_up_after_its_join_timeout(conte
     silent = EventSocket(context, welcome=None)
     try:
         started = time.monotonic()
-        with Subscriber(silent.endpoint, context=context, join_timeout_s=0.2):
+        with Subscriber(silent.endpoint, token=TOKEN, context=context, join_timeout_s=0.2):
             assert time.monotonic() - started >= 0.18  # it waited (ZeroMQ polls in whole milliseconds)
     finally:
         silent.stop()
@@ -109,7 +122,7 @@ def test_without_a_welcome_the_constructor_gives_up_after_its_join_timeout(conte
 
 def test_recv_returns_the_topic_and_the_decoded_event(publisher: EventSocket, context: Context) -> None:
     event = {"type": "exec.output", "seq": 3, "data": b"\x00\xff", "ts": 1.5, "nested": {"a": [1, None]}}
-    with Subscriber(publisher.endpoint, context=context, join_timeout_s=5) as events:
+    with Subscriber(publisher.endpoint, token=TOKEN, context=context, join_timeout_s=5) as events:
         publisher.publish("exec.ws_1.p1", event)
         topic, received = events.recv(5)
     assert topic == "exec.ws_1.p1"
@@ -117,7 +130,9 @@ def test_recv_returns_the_topic_and_the_decoded_event(publisher: EventSocket, co
 
 
 def test_only_the_subscribed_topic_prefixes_are_received(publisher: EventSocket, context: Context) -> None:
-    with Subscriber(publisher.endpoint, ("exec.ws_1.", "alert"), context=context, join_timeout_s=5) as events:
+    with Subscriber(
+        publisher.endpoint, ("exec.ws_1.", "alert"), token=TOKEN, context=context, join_timeout_s=5
+    ) as events:
         publisher.publish("workspace", {"seq": 1})
         publisher.publish("exec.ws_2.p1", {"seq": 2})
         publisher.publish("exec.ws_1.p1", {"seq": 3})
@@ -130,14 +145,14 @@ def test_only_the_subscribed_topic_prefixes_are_received(publisher: EventSocket,
 def test_the_subscriber_asks_for_its_topics_and_drops_the_welcome_subscription(
     publisher: EventSocket, context: Context
 ) -> None:
-    with Subscriber(publisher.endpoint, ("workspace",), context=context, join_timeout_s=5):
+    with Subscriber(publisher.endpoint, ("workspace",), token=TOKEN, context=context, join_timeout_s=5):
         seen = [publisher.subscriptions.get(timeout=5) for _ in range(3)]
     assert seen[:2] in ([b"\x01workspace", b"\x01" + WELCOME], [b"\x01" + WELCOME, b"\x01workspace"])
     assert seen[2] == b"\x00" + WELCOME
 
 
 def test_a_welcome_is_never_returned_by_recv(publisher: EventSocket, context: Context) -> None:
-    with Subscriber(publisher.endpoint, context=context, join_timeout_s=5) as events:  # every topic
+    with Subscriber(publisher.endpoint, token=TOKEN, context=context, join_timeout_s=5) as events:  # every topic
         publisher.send(WELCOME)  # as another subscriber's welcome would reach a catch-all subscription
         publisher.send(WELCOME, encode({"seq": 0}))  # but two frames are an event
         publisher.publish("workspace", {"seq": 1})
@@ -147,7 +162,7 @@ def test_a_welcome_is_never_returned_by_recv(publisher: EventSocket, context: Co
 
 def test_recv_times_out_when_nothing_arrives(publisher: EventSocket, context: Context) -> None:
     with (
-        Subscriber(publisher.endpoint, context=context, join_timeout_s=5) as events,
+        Subscriber(publisher.endpoint, token=TOKEN, context=context, join_timeout_s=5) as events,
         pytest.raises(Timeout) as caught,
     ):
         events.recv(0.1)
