@@ -1,7 +1,8 @@
 """The ``gvisor`` provider: Docker containers under runsc (gVisor), or runc as fallback.
 
 ``provider`` is the lifecycle (containers, volumes, the isolated network, inventory,
-measurements), ``connection`` the daemon and its error translation, ``commands`` the
+measurements), ``hardening`` the capabilities, privileges and writable paths of each
+container, ``connection`` the daemon and its error translation, ``commands`` the
 ``docker exec`` fallback and agent start, ``exec_stream`` one attached exec with
 deadlines, ``events`` Docker's event stream.
 """

@@ -3,7 +3,8 @@
 Each workspace is a container ``aw-<workspace id>`` with a named volume of the same name
 mounted at ``/workspace``, both labelled so the runtime can find its own
 (``agent-workspaces.managed``, ``.id``, ``.instance``). The container is limited in CPU,
-memory (no swap) and pids and joins the isolated workspace network. Docker's exceptions
+memory (no swap) and pids, joins the isolated workspace network, and runs with few
+capabilities, no privilege gain and optionally a read-only image (``hardening``). Docker's exceptions
 are translated into ``WorkspaceError`` families here and nowhere else.
 """
 
@@ -29,6 +30,7 @@ from runtime.providers.diskusage import tree_usage
 from runtime.providers.docker.commands import DockerExec
 from runtime.providers.docker.connection import DockerConnection
 from runtime.providers.docker.events import DockerEventWatch, exit_detail
+from runtime.providers.docker.hardening import hardening
 
 __all__ = ["ICC_OPTION", "MANAGED_NETWORK", "PIDS_LIMIT", "DockerProvider"]
 
@@ -54,6 +56,8 @@ class DockerProvider:
         docker_host: The daemon address (``DOCKER_HOST`` syntax); ``None`` reads the environment.
         name: The provider's name in records and the ``providers`` op.
         runtimes: OCI runtimes in order of preference; the first Docker has is used.
+        read_only_root: Mount each workspace's image read-only (``WORKSPACE_READ_ONLY_ROOT``;
+            see ``runtime.providers.docker.hardening``).
     """
 
     def __init__(
@@ -65,6 +69,7 @@ class DockerProvider:
         docker_host: str | None = None,
         name: str = "gvisor",
         runtimes: tuple[str, ...] = ("runsc", "runc"),
+        read_only_root: bool = False,
     ) -> None:
         self.name = name
         self._instance_id = instance_id
@@ -74,6 +79,7 @@ class DockerProvider:
         self._docker = self._connection.client
         self._errors = self._connection.errors
         self._preference = runtimes
+        self._read_only_root = read_only_root
         self._runtime = runtimes[0]
         self._network_id = ""
         self._network_lock = threading.Lock()
@@ -210,6 +216,7 @@ class DockerProvider:
                         pids_limit=PIDS_LIMIT,
                         network_mode=network_id,
                         mounts=[Mount("/workspace", handle, type="volume")],
+                        **hardening(read_only_root=self._read_only_root, memory_bytes=spec.memory_bytes),
                     ),
                 )
                 client.api.start(handle)
