@@ -109,13 +109,16 @@ class ActorContext:
         """Run a blocking ``call`` on its own thread and tell ``actor`` how it ended.
 
         The actor's mailbox stays free meanwhile. If the actor is gone when the call
-        ends, the waiting client still gets an answer through a one-off outbox.
+        ends, the waiting client still gets an answer through a one-off outbox. A request
+        the Router journaled runs only once its journal entry is durable.
         """
 
         def work() -> None:
             value: object = None
             error: BaseException | None = None
             try:
+                if reply_to is not None:
+                    self.statelog.journal.wait(reply_to.key)
                 value = call()
             except WorkspaceError as exc:
                 error = exc

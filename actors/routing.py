@@ -6,11 +6,16 @@ state log, the boards, the process table: ``get``, ``list``, ``stats``...) or te
 actor that owns the work and returns ``DEFERRED``: that actor answers the client. A
 handler never blocks and never judges a workspace's state: whether a workspace can take
 an op is decided once, by its own actor, which alone knows its state for certain.
+
+The ops of ``JOURNALED_OPS`` (their second run would do something the first did not) are
+recorded in the state log's request journal on the way: one begun by an earlier run of
+the runtime - a retry across a crash, whose reply was lost - is refused, never run again.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -158,6 +163,36 @@ def _to_credentials(ctx: ActorContext, reply_to: ReplyTo, args: Any) -> Any:
     return DEFERRED
 
 
+def _journaled(op: str, handler: Handler, *, durable: bool = False) -> Handler:
+    """``handler`` behind the request journal (see ``runtime.state.journal``).
+
+    A request an earlier run began is refused (``Conflict``, not retryable): it may have
+    run, and running it again is the client's decision, under a new id. Otherwise it is
+    journaled and handed on; the write is queued, not awaited, and whoever starts the work
+    waits for it (``ActorContext.run_blocking``). ``durable``: wait here, for an op whose
+    work starts in this thread (``mcp_call`` writes to its server at once).
+    """
+
+    def handle(ctx: ActorContext, reply_to: ReplyTo, args: Any) -> Any:
+        key = reply_to.key
+        if not key:  # an empty id cannot tell requests apart: no retry protection
+            return handler(ctx, reply_to, args)
+        journal = ctx.statelog.journal
+        earlier = journal.previous_run(key)
+        if earlier is not None:
+            began = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(earlier.at))
+            raise Conflict(
+                f"request {reply_to.request_id} ({earlier.op}) was in flight when the runtime restarted (it began at "
+                f"{began}); it may have run, so it is not run again: check its effect, and send a new id to run it"
+            )
+        journal.begin(key, op)
+        if durable:
+            journal.wait(key)
+        return handler(ctx, reply_to, args)
+
+    return handle
+
+
 # ---------------------------------------------------------------------- told to an actor
 
 
@@ -192,8 +227,8 @@ ROUTES: Final[dict[str, Handler]] = {
     "create": _create,
     "get": _get,
     "list": _list,
-    "exec": _to_workspace(RunExec),
-    "exec_stdin": _to_workspace(ProcessCall),
+    "exec": _journaled("exec", _to_workspace(RunExec)),
+    "exec_stdin": _journaled("exec_stdin", _to_workspace(ProcessCall)),
     "exec_kill": _to_workspace(ProcessCall),
     "exec_list": _exec_list,
     "exec_output": _exec_output,
@@ -208,9 +243,9 @@ ROUTES: Final[dict[str, Handler]] = {
     "github_app_delete": _to_credentials,
     "github_key_rotate": _to_credentials,
     "github_audit": _github_audit,
-    "git_clone": _to_workspace(GitClone),
+    "git_clone": _journaled("git_clone", _to_workspace(GitClone)),
     "mcp_list": _mcp_list,
-    "mcp_call": _mcp_call,
+    "mcp_call": _journaled("mcp_call", _mcp_call, durable=True),
 }
 """Every op of wire protocol v1 and its handler (``runtime.messages.OPS`` lists the same ops)."""
 

@@ -1,6 +1,6 @@
 """The LMDB state log: what the runtime promised, durable before it is acknowledged.
 
-One LMDB environment with six databases:
+One LMDB environment with seven databases:
 
 - ``events``: append-only, key = big-endian u64 ``seq``, value = the encoded event.
 - ``workspaces``: the current ``StoredWorkspace`` per workspace id.
@@ -8,6 +8,8 @@ One LMDB environment with six databases:
 - ``requests``: request key -> workspace id, for the ``create`` that made each workspace.
 - ``secrets``: sealed values by key (GitHub App credentials, encrypted before they come here).
 - ``audit``: the events of the audit trail (uses of credentials), by ``seq``.
+- ``journal``: the request journal (``runtime.state.journal``): non-idempotent requests
+  each run began, so a later run does not run them again.
 
 LMDB allows one writer per environment, so one thread owns all writes: callers
 ``submit`` changes and get a future; the writer drains whatever is queued into a single
@@ -43,6 +45,7 @@ from runtime.messages import (
     decode_stored,
     encode,
 )
+from runtime.state.journal import PRUNE_BATCH, RequestJournal, Txn, prune_txn
 
 __all__ = ["Change", "StateLog"]
 
@@ -71,6 +74,14 @@ class Change:
     future: Future[Event] = field(default_factory=Future)
 
 
+@dataclass
+class _Work:
+    """Work run inside the writer's transaction (``StateLog.submit_txn``); no event."""
+
+    apply: Txn
+    future: Future[object] = field(default_factory=Future)
+
+
 _STOP = object()
 
 
@@ -95,6 +106,7 @@ class StateLog:
         self._requests = self._env.open_db(b"requests")
         self._secrets = self._env.open_db(b"secrets")
         self._audit = self._env.open_db(b"audit")
+        journal = self._env.open_db(b"journal")
         with self._env.begin(write=True) as txn:
             raw = txn.get(b"last_seq", db=self._meta)
             self._last_seq = _SEQ.unpack(raw)[0] if raw else 0
@@ -103,8 +115,16 @@ class StateLog:
                 instance = secrets.token_hex(6).encode()
                 txn.put(b"instance", instance, db=self._meta)
         self.instance_id: str = instance.decode()
+        # The instance id is the same in every run; this one is new each time the log opens.
+        self.boot_id: str = secrets.token_hex(8)
+        self.journal = RequestJournal(self._env, journal, self.submit_txn, self.boot_id)
+        cutoff = time.time() - self.journal.retention_s
+        pruned = PRUNE_BATCH
+        while pruned == PRUNE_BATCH:  # before the writer starts, so still one writer at a time
+            with self._env.begin(write=True) as txn:
+                pruned = prune_txn(txn, journal, cutoff, PRUNE_BATCH)
         self._on_commit = on_commit
-        self._queue: queue.SimpleQueue[Change | object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Change | _Work | object] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="statelog-writer", daemon=True)
         self._closed = False
         self._writer.start()
@@ -132,6 +152,20 @@ class StateLog:
         change = Change(event, entry, dict(secrets or {}), audit)
         self._queue.put(change)
         return change.future
+
+    def submit_txn(self, apply: Txn) -> Future[object]:
+        """Queue ``apply`` to run inside the writer's next transaction (no event, no ``seq``).
+
+        The future resolves to what it returns once that transaction is durable.
+
+        Raises:
+            InternalError: The log is closed.
+        """
+        if self._closed:
+            raise InternalError("the state log is closed")
+        work = _Work(apply)
+        self._queue.put(work)
+        return work.future
 
     def submit_workspace(self, entry: StoredWorkspace, reason: str | None = None) -> Future[Event]:
         """Queue a workspace entry with its state-change event; the future resolves when durable."""
@@ -167,7 +201,7 @@ class StateLog:
     def _write_loop(self) -> None:
         while True:
             item = self._queue.get()
-            batch: list[Change] = []
+            batch: list[Change | _Work] = []
             stop = item is _STOP
             if not stop:
                 batch.append(item)  # type: ignore[arg-type]
@@ -185,13 +219,16 @@ class StateLog:
             if stop:
                 return
 
-    def _commit(self, batch: list[Change]) -> None:
+    def _commit(self, batch: list[Change | _Work]) -> None:
         seq = self._last_seq
-        committed: list[Event] = []
+        committed: list[Event | object] = []
         try:
             with self._env.begin(write=True) as txn:
                 now = time.time()
                 for change in batch:
+                    if isinstance(change, _Work):
+                        committed.append(change.apply(txn))
+                        continue
                     seq += 1
                     event = msgspec.structs.replace(change.event, seq=seq, ts=now)
                     encoded = encode(event)
@@ -210,14 +247,19 @@ class StateLog:
                             txn.put(change.entry.request.encode(), workspace_id, db=self._requests)
                     committed.append(event)
                 txn.put(b"last_seq", _SEQ.pack(seq), db=self._meta)
-        except lmdb.Error as exc:
+        except Exception as exc:  # lmdb's errors, or work that failed: the whole batch is aborted, the writer lives on
             log.error("state log commit of %d change(s) failed: %s", len(batch), exc)
             error = InternalError(f"state log write failed: {exc}")
             for change in batch:
                 change.future.set_exception(error)
             return
         self._last_seq = seq
-        for change, event in zip(batch, committed, strict=True):
+        for change, done in zip(batch, committed, strict=True):
+            if isinstance(change, _Work):
+                change.future.set_result(done)
+                continue
+            assert isinstance(done, Event)
+            event = done
             change.future.set_result(event)
             if self._on_commit is not None:
                 try:

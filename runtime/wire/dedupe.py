@@ -7,8 +7,10 @@ reply bytes again. Replies of read-only ops, and retryable errors (nothing was d
 not kept: running those again is harmless. Kept replies are bounded in number, bytes and age, oldest dropped first; a
 reply too large to keep is replaced by an error saying so, so a retry is still never run.
 
-Only the Gateway thread uses a table. Across restarts, ``create`` stays exactly-once
-through the request key stored with the workspace (see ``ReplyTo.key``).
+Only the Gateway thread uses a table, and it lives as long as the run. Across restarts,
+``create`` stays exactly-once through the request key stored with the workspace (see
+``ReplyTo.key``), and the ops whose second run would differ (``exec``, ``exec_stdin``,
+``git_clone``, ``mcp_call``) are at-most-once through the state log's request journal.
 """
 
 from __future__ import annotations

@@ -40,11 +40,13 @@ from runtime.messages import (
     GithubKeyArgs,
     ListArgs,
     ManageGithub,
+    McpCallArgs,
     NoArgs,
     ProcessCall,
     ProviderStatus,
     ReadFile,
     ReadFileArgs,
+    ReplyTo,
     Request,
     RunExec,
     Snapshot,
@@ -281,6 +283,62 @@ def test_a_retried_create_is_answered_from_the_workspace_it_made(routed: Routed)
         routed.router(IDENTITY, request, CreateArgs())
     anonymous = routed.router(IDENTITY, Request("", "create"), CreateArgs())  # an empty id is never matched
     assert anonymous is DEFERRED
+
+
+def test_a_journaled_request_an_earlier_run_began_is_refused_and_no_actor_is_bothered(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    workspace = "ws_000000000001"
+    journaled: list[tuple[str, Any]] = [
+        ("exec", ExecArgs(workspace_id=workspace, cmd="echo x >> f")),
+        ("exec", ExecArgs(workspace_id=workspace, cmd="tail -f log", stream=True)),
+        ("exec_stdin", ExecStdinArgs(workspace_id=workspace, process_id="p", data=b"x")),
+        ("git_clone", GitCloneArgs(workspace_id=workspace, repo="octo/repo")),
+        ("mcp_call", McpCallArgs(name="files", message={"jsonrpc": "2.0", "id": 1, "method": "tools/call"})),
+    ]
+    idempotent: list[tuple[str, Any]] = [
+        ("write_file", WriteFileArgs(workspace_id=workspace, path="a", data=b"1")),
+        ("exec_kill", ExecKillArgs(workspace_id=workspace, process_id="p")),
+        ("extend", ExtendArgs(workspace_id=workspace, ttl_seconds=5)),
+        ("destroy", WorkspaceArgs(workspace)),
+    ]
+    earlier = StateLog(tmp_path / "state")  # the run that crashed after beginning each of them
+    cases = list(enumerate(journaled + idempotent))
+    for n, (op, _) in cases:
+        earlier.journal.begin(ReplyTo(IDENTITY, f"req-{n}").key, op)
+    earlier.journal.wait(ReplyTo(IDENTITY, f"req-{len(cases) - 1}").key)
+    earlier.close()
+
+    routed = Routed(make_settings(), tmp_path)
+    try:
+        routed.store(entry(workspace))
+        for n, (op, args) in cases[: len(journaled)]:
+            with pytest.raises(Conflict, match=f"request req-{n} \\({op}\\) was in flight when the runtime") as refused:
+                routed.router(IDENTITY, Request(f"req-{n}", op), args)
+            assert not refused.value.retryable and "it is not run again" in refused.value.message
+        assert routed.registry.delivered == []
+        for n, (op, args) in cases[len(journaled) :]:  # running these again changes nothing: not journaled
+            assert routed.router(IDENTITY, Request(f"req-{n}", op), args) is DEFERRED
+        assert [type(message) for _, message in routed.registry.delivered] == [
+            WriteFile,
+            ProcessCall,
+            Extend,
+            DestroyWorkspace,
+        ]
+        # Another client's request with the same id, a new id, and an empty id all run; the first two are journaled.
+        exec_args = journaled[0][1]
+        assert routed.router(b"client-2", Request("req-0", "exec"), exec_args) is DEFERRED
+        assert routed.router(IDENTITY, Request("req-new", "exec"), exec_args) is DEFERRED
+        assert routed.router(IDENTITY, Request("", "exec"), exec_args) is DEFERRED
+        for key in (ReplyTo(b"client-2", "req-0").key, ReplyTo(IDENTITY, "req-new").key):
+            routed.statelog.journal.wait(key)
+            begun = routed.statelog.journal.get(key)
+            assert begun is not None and (begun.op, begun.boot) == ("exec", routed.statelog.boot_id)
+        assert routed.statelog.journal.previous_run(ReplyTo(IDENTITY, "req-new").key) is None  # this run's own
+        # The same request again in this run (a retry after a retryable refusal) is handed on.
+        assert routed.router(IDENTITY, Request("req-new", "exec"), exec_args) is DEFERRED
+    finally:
+        routed.close()
 
 
 def test_streamed_processes_are_listed_and_replayed_from_the_process_table(routed: Routed) -> None:

@@ -4,7 +4,8 @@
 state directory. After every restart: each acknowledged workspace is there, ready and
 still the same workspace (a marker file written before the crash reads back); no
 container or volume with this runtime's labels lacks a live record; no ready record
-points at a container that is not running.
+points at a container that is not running. An exec whose reply the kill lost is not run
+again when its client retries it against the next run.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ import msgspec
 import pytest
 
 from actors.workspace import WorkspaceActor
-from runtime.errors import InternalError, WorkspaceError
-from runtime.messages import StoredWorkspace, decode_stored
+from runtime.errors import Conflict, InternalError, NotFound, WorkspaceError
+from runtime.messages import StoredWorkspace, decode_stored, encode
 from runtime.providers.base import LABEL_ID, LABEL_INSTANCE
 from runtime.wire import Client, Subscriber
 from tests.conftest import MakeDockerRuntime, remove_leftovers
+from tests.consistency import RawDealer
 from tests.helpers import poll_until, wait_for_event, workspace_event
 from tests.serving import Server, serve_env
 
@@ -165,6 +167,52 @@ def test_a_kill_during_a_create_loses_no_acknowledged_workspace_and_the_retry_ru
         assert first["state"] == "ready" and again["id"] == first["id"]
         assert client.exec(first["id"], ["true"]).exit_code == 0
         assert len(crashable.backend()) == 3  # the two acknowledged and the one the retry made
+        crashable.assert_consistent(client, acknowledged)
+
+
+def runs_of(client: Client, workspace_id: str) -> bytes:
+    """What the appends of the test below wrote so far (nothing before the first)."""
+    try:
+        return client.read_file(workspace_id, "/workspace/runs")
+    except NotFound:
+        return b""
+
+
+@pytest.mark.parametrize("kill_when", ["finished", "running"])
+def test_an_exec_whose_reply_a_kill_lost_is_refused_on_retry_and_never_runs_twice(
+    crashable: Crashable, kill_when: str
+) -> None:
+    crashable.start()
+    identity, args = b"appending-client", {"workspace_id": "", "cmd": "sleep 2.5; echo x >> /workspace/runs"}
+    sleeping = ["pgrep", "-f", r"[s]leep 2\.5"]  # the bracket keeps pgrep's own command line from matching
+    with crashable.client() as client:
+        acknowledged = acknowledge(client, 1)
+        (args["workspace_id"],) = acknowledged
+        # The client sends its exec and does not read the reply: the kill will lose it.
+        dealer = RawDealer(crashable.env["WORKSPACE_ZMQ_ENDPOINT"], identity)
+        dealer.send([encode({"id": "append-1", "op": "exec", "token": TOKEN, "args": args})])
+        if kill_when == "finished":
+            poll_until(lambda: runs_of(client, args["workspace_id"]) == b"x\n")
+        else:
+            poll_until(lambda: client.exec(args["workspace_id"], sleeping).exit_code == 0)
+    crashable.kill()
+    dealer.close()
+
+    crashable.start()
+    with crashable.client(identity=identity) as retrying:
+        for _ in range(2):  # the refusal is kept: a further retry gets it again
+            with pytest.raises(Conflict, match=r"request append-1 \(exec\) was in flight when the runtime restarted"):
+                retrying.request("exec", args, request_id="append-1")
+    with crashable.client() as client:
+        # Whatever the killed run left running in the workspace ends; the line is there at most once.
+        poll_until(lambda: client.exec(args["workspace_id"], sleeping).exit_code != 0)
+        runs = runs_of(client, args["workspace_id"])
+        assert runs in (b"", b"x\n"), runs
+        if kill_when == "finished":
+            assert runs == b"x\n"
+        with crashable.client(identity=identity) as retrying:  # a new id runs, as the refusal says
+            assert retrying.exec(args["workspace_id"], "echo y >> /workspace/runs").exit_code == 0
+        assert runs_of(client, args["workspace_id"]) == runs + b"y\n"
         crashable.assert_consistent(client, acknowledged)
 
 
