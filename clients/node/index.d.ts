@@ -486,8 +486,12 @@ export interface EventsOptions {
 
 /** The state log's events with gap detection; an async iterator (`for await`). */
 export declare class EventStream implements AsyncIterableIterator<EventItem> {
-  /** Resolves once the subscription is in place (the welcome came): nothing published later is missed. */
-  readonly ready: Promise<void>;
+  /**
+   * Resolves to true once the subscription is in place (the welcome came): nothing published later
+   * is missed; to false when no welcome came within joinTimeoutMs (no runtime there, or it refused
+   * the handshake: a wrong token, or with CURVE a client key it does not list).
+   */
+  readonly ready: Promise<boolean>;
   /** The newest seq seen or re-synced to (null before the first). */
   readonly seq: number | null;
   readonly closed: boolean;
@@ -550,6 +554,21 @@ export function errorForCode(code: string, message: string, retryable: boolean):
 /** WORKSPACE_AUTH_TOKEN, else STATE_DIR/token (throws BadRequest when neither is there). */
 export function readToken(options?: { stateDir?: string; env?: Record<string, string | undefined> }): string;
 
+/** A CURVE key pair as Z85 text (40 characters each). */
+export interface CurveKeyPair {
+  publicKey: string;
+  secretKey: string;
+}
+
+/**
+ * A client's key pair from its key file (ZeroMQ's certificate format, as `workspaces keys new NAME`
+ * writes it). Throws BadRequest when the file is missing, readable by others (it must be mode 0600)
+ * or holds no key pair.
+ */
+export function readKeyFile(path: string): CurveKeyPair;
+/** A public key given as Z85 text or as the path of a key file (the server's server.key); else throws BadRequest. */
+export function readPublicKey(value: string): string;
+
 // ---------------------------------------------------------------------- the client
 
 export interface ClientOptions {
@@ -567,6 +586,18 @@ export interface ClientOptions {
   routingId?: string;
   /** How long an event subscription waits for its welcome (10000). */
   joinTimeoutMs?: number;
+  /**
+   * With clientKeyFile, connect both sockets by CURVE (a runtime with WORKSPACE_ZMQ_CURVE=true): the
+   * runtime's public key, 40 Z85 characters or the path of its server.key. Default:
+   * WORKSPACE_ZMQ_SERVER_KEY, else STATE_DIR/curve/server.key when the runtime is on this machine.
+   */
+  serverKey?: string | null;
+  /**
+   * This client's key file (mode 0600), as `workspaces keys new NAME` writes it (default:
+   * WORKSPACE_ZMQ_CLIENT_KEY; null: no CURVE). One of serverKey and clientKeyFile without the
+   * other throws BadRequest.
+   */
+  clientKeyFile?: string | null;
 }
 
 export interface CallOptions {
@@ -587,6 +618,12 @@ export declare class Client {
   retries: number;
   joinTimeoutMs: number;
   readonly closed: boolean;
+  /** Whether the client connects by CURVE. */
+  readonly curve: boolean;
+  /** The runtime's public key when connected by CURVE, else null. */
+  readonly serverKey: string | null;
+  /** This client's public key when connected by CURVE (as `workspaces keys list` shows it), else null. */
+  readonly clientPublicKey: string | null;
 
   /** Close the sockets; waiting requests fail with ClientClosed, event streams end. */
   close(): void;

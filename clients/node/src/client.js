@@ -7,6 +7,7 @@ import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 
 import { toBytes } from "./codec.js";
+import { curveOptions } from "./curve.js";
 import { ClientClosed, Timeout } from "./errors.js";
 import { EventStream } from "./events.js";
 import { follow as followProcess } from "./follow.js";
@@ -30,6 +31,11 @@ export class Client {
    * @param {string} [options.routingId] The DEALER routing id (default: random); the runtime
    *   recognises a retried request id only from the same routing id.
    * @param {number} [options.joinTimeoutMs] How long an event subscription waits for its welcome (10 s).
+   * @param {string | null} [options.serverKey] With `clientKeyFile`, connect by CURVE: the runtime's public
+   *   key (40 Z85 characters) or the path of its server.key (default: WORKSPACE_ZMQ_SERVER_KEY, else
+   *   STATE_DIR/curve/server.key of a runtime on this machine).
+   * @param {string | null} [options.clientKeyFile] This client's key file, as `workspaces keys new NAME`
+   *   writes it (default: WORKSPACE_ZMQ_CLIENT_KEY). null: no CURVE, whatever the environment says.
    */
   constructor(options = {}) {
     const env = process.env;
@@ -39,13 +45,27 @@ export class Client {
     this.retries = options.retries ?? 0;
     this.joinTimeoutMs = options.joinTimeoutMs ?? JOIN_TIMEOUT_MS;
     this.routingId = options.routingId ?? `client-${randomBytes(8).toString("hex")}`;
-    const token = options.token ?? readToken(); // before any socket exists, so a throw leaks none
-    // The event socket checks the token once, at the handshake (ZeroMQ PLAIN): a subscriber
-    // with a wrong one gets no events at all. Not enumerable, so it is never printed with the client.
+    // Both before any socket exists, so a throw leaks none.
+    const token = options.token ?? readToken();
+    const curve = curveOptions({ serverKey: options.serverKey, clientKeyFile: options.clientKeyFile });
+    // Without CURVE the event socket checks the token once, at the handshake (ZeroMQ PLAIN): a
+    // subscriber with a wrong one gets no events at all. With CURVE both sockets admit this client
+    // by its public key instead (requests still carry the token). Neither the token nor the secret
+    // key is enumerable, so they are never printed with the client.
     Object.defineProperty(this, "_token", { value: token, enumerable: false });
+    Object.defineProperty(this, "_curve", { value: curve && Object.freeze(curve), enumerable: false });
+    /** The runtime's public key when connected by CURVE, else null. */
+    this.serverKey = curve?.curveServerKey ?? null;
+    /** This client's public key when connected by CURVE (the one `workspaces keys list` shows), else null. */
+    this.clientPublicKey = curve?.curvePublicKey ?? null;
     this._streams = new Set();
     this._closed = false;
-    this._transport = new Transport({ endpoint: this.endpoint, routingId: this.routingId, token });
+    this._transport = new Transport({ endpoint: this.endpoint, routingId: this.routingId, token, curve });
+  }
+
+  /** Whether the client connects by CURVE. */
+  get curve() {
+    return this._curve !== null;
   }
 
   get closed() {
@@ -60,8 +80,9 @@ export class Client {
     this._transport.close();
   }
 
-  /** Options of a Subscriber socket on the event stream: PLAIN with this client's token. */
+  /** Options of a Subscriber socket on the event stream: CURVE with this client's keys, else PLAIN with its token. */
   _subscriberOptions() {
+    if (this._curve) return { linger: 0, ...this._curve };
     return { linger: 0, plainUsername: PLAIN_USERNAME, plainPassword: this._token };
   }
 

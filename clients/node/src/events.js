@@ -36,9 +36,13 @@ export class EventStream {
     this._socket.connect(client.eventsEndpoint);
     client._track(this);
     this._early = [];
-    /** Resolves once the subscription is in place: nothing published afterwards is missed. */
-    this.ready = joinEvents(this._socket, options.joinTimeoutMs ?? client.joinTimeoutMs).then((early) => {
+    /**
+     * Resolves once the subscription is in place (true: nothing published afterwards is missed),
+     * or to false when no welcome came within joinTimeoutMs (no runtime, or the handshake was refused).
+     */
+    this.ready = joinEvents(this._socket, options.joinTimeoutMs ?? client.joinTimeoutMs).then(({ early, welcomed }) => {
       this._early = early;
+      return welcomed;
     });
     this.ready.catch(() => {}); // surfaced by next() as well
     this._iterator = this._run();

@@ -52,7 +52,7 @@ export async function* follow(client, processInfo, options = {}) {
     socket.subscribe(topic);
     socket.subscribe(WELCOME);
     socket.connect(client.eventsEndpoint);
-    const early = await joinEvents(socket, options.joinTimeoutMs ?? client.joinTimeoutMs);
+    const { early } = await joinEvents(socket, options.joinTimeoutMs ?? client.joinTimeoutMs);
     let expected = 1;
     let heard = Date.now(); // when this process last had news
     for (;;) {

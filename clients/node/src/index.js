@@ -4,6 +4,7 @@
 //   protocol.js      constants of the wire protocol (ops, topics, default endpoints)
 //   errors.js        one error class per wire error code
 //   token.js         finding the shared secret
+//   curve.js         CURVE keys (a runtime with WORKSPACE_ZMQ_CURVE=true): key files, defaults
 //   codec.js         MessagePack framing of requests, replies and events
 //   transport.js     the DEALER socket: reply matching by id, timeouts, retries that reuse the id
 //   subscription.js  joining the PUB socket (the welcome frame) and reading from it
@@ -37,5 +38,6 @@ export {
   errorForCode,
 } from "./errors.js";
 export { readToken } from "./token.js";
+export { readKeyFile, readPublicKey } from "./curve.js";
 export { EventStream } from "./events.js";
 export { Client, Client as default } from "./client.js";

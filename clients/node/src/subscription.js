@@ -7,10 +7,13 @@ import { ClientClosed } from "./errors.js";
 
 /**
  * Wait for the welcome on a SUB socket subscribed to WELCOME (and its topics), then unsubscribe
- * from it. Events that arrive first are returned, so the caller can read them before the rest.
+ * from it. Events that arrive first are returned, so the caller can read them before the rest;
+ * `welcomed` is false when no welcome came in time (no runtime there, or it refused the handshake).
+ * @returns {Promise<{early: Buffer[][], welcomed: boolean}>}
  */
 export async function joinEvents(socket, timeoutMs) {
   const early = [];
+  let welcomed = false;
   const deadline = Date.now() + timeoutMs;
   try {
     for (;;) {
@@ -25,7 +28,10 @@ export async function joinEvents(socket, timeoutMs) {
         if (error?.code === "EAGAIN") break;
         throw error;
       }
-      if (frames.length === 1) break; // welcomed: the subscriptions are in place
+      if (frames.length === 1) {
+        welcomed = true; // the subscriptions are in place
+        break;
+      }
       early.push(frames);
     }
   } finally {
@@ -34,7 +40,7 @@ export async function joinEvents(socket, timeoutMs) {
       socket.receiveTimeout = -1;
     }
   }
-  return early;
+  return { early, welcomed };
 }
 
 /** The next message, or null once `timeoutMs` passed (-1: wait for ever); throws ClientClosed when closed. */

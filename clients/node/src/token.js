@@ -8,7 +8,8 @@ import { join } from "node:path";
 import { BadRequest } from "./errors.js";
 import { DEFAULT_STATE_DIR } from "./protocol.js";
 
-function expandHome(path) {
+/** `~` and `~/...` under the home directory, as the runtime reads its paths. */
+export function expandHome(path) {
   return path === "~" || path.startsWith("~/") ? join(homedir(), path.slice(2)) : path;
 }
 

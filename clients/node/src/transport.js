@@ -17,18 +17,23 @@ const RETRY_PAUSE_MAX_MS = 2_000;
 /** The request socket of a Client: framing, reply matching, timeouts and retries. */
 export class Transport {
   /**
-   * @param {{endpoint: string, routingId: string, token: string}} options
+   * @param {{endpoint: string, routingId: string, token: string,
+   *   curve?: {curveServerKey: string, curvePublicKey: string, curveSecretKey: string} | null}} options
+   *   `curve`: connect by CURVE with these keys (zeromq.js socket options); without, no mechanism
+   *   (every request carries the token).
    */
-  constructor({ endpoint, routingId, token }) {
+  constructor({ endpoint, routingId, token, curve = null }) {
     this.endpoint = endpoint;
-    this._token = token;
+    // Not enumerable, so printing a client (which holds its transport) never shows the token.
+    Object.defineProperty(this, "_token", { value: token, enumerable: false });
     this._prefix = randomBytes(4).toString("hex");
     this._counter = 0;
     // A set per id: calls that share a request id (CallOptions.requestId) all take its one reply.
     /** @type {Map<string, Set<{settle: (reply: any) => void, fail: (error: Error) => void}>>} */
     this._pending = new Map();
     this._closed = false;
-    this._socket = new Dealer({ routingId, linger: 0 });
+    // The keys are socket options, set before connecting; the socket keeps them, this object does not.
+    this._socket = new Dealer({ routingId, linger: 0, ...curve });
     this._socket.connect(endpoint);
     this._sending = Promise.resolve();
     this._receiving = this._receiveLoop();

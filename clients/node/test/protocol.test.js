@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
 import { decode, encode } from "@msgpack/msgpack";
-import { Reply, Router, XPublisher } from "zeromq";
+import { Context, Reply, Router, XPublisher } from "zeromq";
 
 import {
   BadRequest,
@@ -38,9 +38,19 @@ class FakeRuntime {
     this.identities = [];
     this.zapAnswers = [];
     this.handle = () => ({ ok: true, result: {} });
-    this.router = new Router({ linger: 0 });
-    this.pub = new XPublisher({ linger: 0, welcomeMessage: "\x00welcome", plainServer: true });
-    this.zap = new Reply({ linger: 0 });
+    // A context of its own: the ZAP endpoint is one per context, and a closed fake's socket
+    // releases it asynchronously, so the next suite's fake could not bind it in a shared one.
+    const context = new Context();
+    this.router = new Router({ linger: 0, context });
+    // allSubs: every subscription shows (subscribed() waits for one), not only a topic's first.
+    this.pub = new XPublisher({
+      linger: 0,
+      welcomeMessage: "\x00welcome",
+      plainServer: true,
+      verbosity: "allSubs",
+      context,
+    });
+    this.zap = new Reply({ linger: 0, context });
   }
 
   async start() {
@@ -96,6 +106,20 @@ class FakeRuntime {
       } catch {
         return;
       }
+    }
+  }
+
+  /**
+   * Resolves once the XPUB has taken in a subscription to `topic` among those after index `since`.
+   * The welcome only says the subscription left the client: what is published before the XPUB's
+   * I/O thread has read it is dropped.
+   */
+  async subscribed(topic, since) {
+    const deadline = Date.now() + 5000;
+    const wanted = (message) => message[0] === 1 && message.subarray(1).toString() === topic;
+    while (!this.subscriptions.slice(since).some(wanted)) {
+      if (Date.now() > deadline) throw new Error(`no subscription to ${topic} within 5000 ms`);
+      await sleep(5);
     }
   }
 
@@ -395,8 +419,10 @@ describe("events and follow against a scripted event stream", () => {
   test("a gap in seq yields a resync from snapshot, then only newer events", async () => {
     fake.handle = (request) =>
       request.op === "snapshot" ? { ok: true, result: { seq: 7, workspaces: [{ id: "ws_snap" }] } } : undefined;
+    const since = fake.subscriptions.length;
     const stream = client.events({ topics: ["workspace"] });
     await within(stream.ready, 5000, "welcome");
+    await fake.subscribed("workspace", since);
     await fake.publish("workspace", workspaceEvent(3));
     await fake.publish("alert", { seq: 4, ts: 1, type: "alert.raised", key: "k" }); // not yielded, but seen
     await fake.publish("workspace", workspaceEvent(5));
@@ -426,8 +452,10 @@ describe("events and follow against a scripted event stream", () => {
   test("`after` is the last seq seen: older events are skipped, a jump past it re-syncs", async () => {
     fake.handle = (request) =>
       request.op === "snapshot" ? { ok: true, result: { seq: 12, workspaces: [] } } : undefined;
+    const since = fake.subscriptions.length;
     const stream = client.events({ after: 10 });
     await within(stream.ready, 5000, "welcome");
+    await fake.subscribed("workspace", since);
     await fake.publish("workspace", workspaceEvent(9));
     await fake.publish("workspace", workspaceEvent(12));
     await fake.publish("workspace", workspaceEvent(13));
@@ -441,10 +469,12 @@ describe("events and follow against a scripted event stream", () => {
 
   test("the event socket admits a subscriber by its token (PLAIN): a wrong token gets no events", async () => {
     const stranger = fake.client({ token: "not-the-token-at-all", joinTimeoutMs: 300 });
+    const since = fake.subscriptions.length;
     const stream = client.events({ topics: ["workspace"] });
     const spy = stranger.events({ topics: ["workspace"] });
     try {
       await within(stream.ready, 5000, "welcome");
+      await fake.subscribed("workspace", since);
       await within(spy.ready, 5000, "giving up on a welcome that never comes");
       assert.ok(fake.zapAnswers.includes("400"), "the stranger was refused at the handshake");
       const spied = spy.next();
