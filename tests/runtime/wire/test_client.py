@@ -107,15 +107,6 @@ class FakeServer:
 
 
 @pytest.fixture
-def context() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    try:
-        yield ctx
-    finally:
-        ctx.destroy(linger=0)
-
-
-@pytest.fixture
 def server(context: zmq.Context[zmq.Socket[bytes]]) -> Iterator[FakeServer]:
     fake = FakeServer(context)
     try:

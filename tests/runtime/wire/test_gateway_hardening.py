@@ -46,13 +46,6 @@ class Dispatcher:
 
 
 @pytest.fixture
-def context() -> Iterator[Context]:
-    ctx: Context = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
-
-
-@pytest.fixture
 def dispatcher() -> Dispatcher:
     return Dispatcher()
 

@@ -41,15 +41,6 @@ Context = zmq.Context[zmq.Socket[bytes]]
 
 
 @pytest.fixture
-def context() -> Iterator[Context]:
-    ctx: Context = zmq.Context()
-    try:
-        yield ctx
-    finally:
-        ctx.destroy(linger=0)
-
-
-@pytest.fixture
 def pull(context: Context) -> Iterator[zmq.Socket[bytes]]:
     """The Gateway's side: a PULL socket bound where outboxes connect."""
     sock = context.socket(zmq.PULL)

@@ -78,15 +78,6 @@ class EventSocket:
 
 
 @pytest.fixture
-def context() -> Iterator[Context]:
-    ctx: Context = zmq.Context()
-    try:
-        yield ctx
-    finally:
-        ctx.destroy(linger=0)
-
-
-@pytest.fixture
 def publisher(context: Context) -> Iterator[EventSocket]:
     pub = EventSocket(context)
     try:

@@ -26,13 +26,6 @@ EXEC = {"workspace_id": "ws_1", "cmd": "true"}  # Handler answers it later and p
 
 
 @pytest.fixture
-def context() -> Iterator[Context]:
-    ctx: Context = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
-
-
-@pytest.fixture
 def start(context: Context) -> Iterator[Callable[..., Gateway]]:
     started: list[Gateway] = []
 
