@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test lint unit bench clean
+.PHONY: setup run test lint unit bench clean firecracker-guest
 
 setup:
 	@scripts/setup.sh
@@ -39,6 +39,11 @@ unit:
 # target is reported, not failed. `$(BIN)/python -m bench --quick` takes under 2 min (bench/results/quick/).
 bench: setup
 	$(BIN)/python -m bench
+
+# The Firecracker guest's kernel and initrd from Debian's cloud kernel: build/firecracker-guest/
+# (vmlinux, initrd.img, manifest.json), where the provider looks when FIRECRACKER_KERNEL is empty.
+firecracker-guest: setup
+	@scripts/firecracker-guest.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -17,7 +17,8 @@
 #      saying why, where they cannot be installed);
 #   5. with SETUP_NODE=1 (`make test`): Node.js and npm for the Node client's tests
 #      (clients/node), from Debian's packages when root on Debian (skipped, saying why,
-#      where they cannot be installed).
+#      where they cannot be installed);
+#   6. lz4 and e2fsprogs for the firecracker provider (guest kernel, root filesystems).
 # A daemon that already runs is never reconfigured or restarted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -213,3 +214,6 @@ fi
 if [ "${SETUP_NODE:-0}" = 1 ]; then
   setup_test_tools "the Node client's tests" "node npm" nodejs npm
 fi
+# The firecracker provider builds root filesystems and data drives (e2fsprogs) and unpacks
+# Debian's guest kernel (lz4).
+setup_test_tools "the firecracker provider's guest builds" "lz4 mkfs.ext4 debugfs" lz4 e2fsprogs
