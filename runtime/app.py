@@ -39,6 +39,7 @@ from runtime.monitoring.metrics import Metrics
 from runtime.providers.base import Provider
 from runtime.providers.docker import DockerProvider
 from runtime.providers.e2b import e2b_in_use, e2b_provider
+from runtime.providers.firecracker import firecracker_in_use, firecracker_provider
 from runtime.state import ProcessTable, StateLog, reconcile_at_start
 from runtime.version import __version__
 from runtime.wire import Client, Publisher, Subscriber
@@ -70,8 +71,10 @@ class Runtime:
         settings: The configuration (see ``runtime.config.load_settings``).
         providers: Provider adapters by name, or a function building them from this
             runtime's instance id (which adapters put on what they create); by default
-            the Docker (gvisor) provider, and the E2B one (e2b) when it is the default or a
-            fallback provider or ``E2B_API_KEY`` is set.
+            the Docker (gvisor) provider, the E2B one (e2b) when it is the default or a
+            fallback provider or ``E2B_API_KEY`` is set, and the Firecracker one
+            (firecracker) when it is the default or a fallback or ``FIRECRACKER_BIN`` or
+            ``FIRECRACKER_MANAGER_SOCKET`` is set.
     """
 
     def __init__(self, settings: Settings, *, providers: ProvidersArg = None) -> None:
@@ -168,6 +171,8 @@ class Runtime:
             }
             if e2b_in_use(settings):
                 providers["e2b"] = e2b_provider(settings, instance_id)
+            if firecracker_in_use(settings):
+                providers["firecracker"] = firecracker_provider(settings, instance_id)
         return dict(providers)
 
     def _mcp_door(self, statelog: StateLog) -> Door:

@@ -65,6 +65,14 @@ class AgentExecutor:
         """Start the workspace's agent in the background (the workspace has just started)."""
         self._agents.start_soon(handle)
 
+    def ready(self, handle: str, timeout_s: float) -> None:
+        """Start the workspace's agent and wait until it answers (a provider without a fallback, at create).
+
+        Raises:
+            ProviderUnavailable: It did not start within ``timeout_s``.
+        """
+        self._agents.ensure(handle, timeout_s)
+
     def removed(self, handle: str) -> None:
         """The workspace is gone: forget its agent."""
         self._agents.discard(handle)

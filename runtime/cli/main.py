@@ -18,9 +18,12 @@ from types import FrameType
 
 from runtime.app import Runtime
 from runtime.cli.commands import COMMANDS
+from runtime.cli.firecracker import add_parsers as add_firecracker_parsers
+from runtime.cli.firecracker import firecracker
 from runtime.cli.github import add_parsers as add_github_parsers
 from runtime.cli.keys import add_parsers as add_keys_parsers
 from runtime.cli.keys import keys
+from runtime.cli.manager import firecracker_manager
 from runtime.cli.mcp import add_parsers as add_mcp_parsers
 from runtime.cli.tables import print_json
 from runtime.config import Settings, load_settings
@@ -161,6 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     add_github_parsers(commands)
     add_mcp_parsers(commands)
     add_keys_parsers(commands)
+    add_firecracker_parsers(commands)
     return parser
 
 
@@ -175,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv, command = argv[:split], argv[split + 1 :]
     args = _parser().parse_args(argv)
     args.cmd = command
-    configure(args.log_level.upper() if args.command == "serve" else logging.WARNING, args.log_format)
+    serving = args.command in ("serve", "firecracker-manager")
+    configure(args.log_level.upper() if serving else logging.WARNING, args.log_format)
     if args.command == "doctor":
         return _doctor(args)
     try:
@@ -184,6 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(settings, args)
         if args.command == "keys":
             return keys(settings, args)
+        if args.command == "firecracker":
+            return firecracker(settings, args)
+        if args.command == "firecracker-manager":
+            return firecracker_manager(settings, args)
         args.events_endpoint = args.events_endpoint or settings.zmq_events_endpoint
         with _client(settings, args) as client:
             return COMMANDS[args.command](client, args)

@@ -143,6 +143,12 @@ VARIABLES: tuple[Variable, ...] = (
         values.number(60, 86400, integer=True),
         "an integer from 60 to 86400 (your E2B plan's longest sandbox timeout)",
     ),
+    # The firecracker provider (docs/firecracker.md); any text is accepted, its health check says what is missing.
+    Variable("FIRECRACKER_BIN", "firecracker_bin", "", values.text, "a path (default: on PATH)", optional=True),
+    Variable("FIRECRACKER_KERNEL", "firecracker_kernel", "", values.text, "a guest kernel's path", optional=True),
+    Variable("FIRECRACKER_INITRD", "firecracker_initrd", "", values.text, "a guest initrd's path", optional=True),
+    Variable("FIRECRACKER_JAILER", "firecracker_jailer", "", values.text, "the jailer's path", optional=True),
+    Variable("FIRECRACKER_MANAGER_SOCKET", "firecracker_manager_socket", "", values.text, "a path", optional=True),
     Variable(
         "GITHUB_APP_ENCRYPTION_KEY",
         "github_app_encryption_key",
@@ -287,6 +293,11 @@ class Settings:
     e2b_template: str = "base"
     e2b_max_timeout_s: int = 3600
     zmq_curve: bool = False
+    firecracker_bin: str | None = None
+    firecracker_kernel: str | None = None
+    firecracker_initrd: str | None = None
+    firecracker_jailer: str | None = None
+    firecracker_manager_socket: str | None = None
     zmq_server_key: str | None = None
     zmq_client_key: Path | None = None
     config_file: Path | None = None
