@@ -12,6 +12,7 @@ import argparse
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -41,6 +42,7 @@ def firecracker_manager(settings: Settings, args: argparse.Namespace) -> int:
     """Serve until a signal; the VMs outlive it."""
     path = args.socket or (Path(settings.firecracker_manager_socket) if settings.firecracker_manager_socket else None)
     path = path or DEFAULT_SOCKET
+    began = time.monotonic()
     machines = local_machines(settings)
     problems = machines.probe()
     for problem in problems:
@@ -59,7 +61,12 @@ def firecracker_manager(settings: Settings, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    log.info("firecracker manager serving on %s (VMs under %s)", path, machines.data_dir)
+    log.info(
+        "firecracker manager ready in %.0f ms: serving on %s (VMs under %s)",
+        (time.monotonic() - began) * 1000,
+        path,
+        machines.data_dir,
+    )
     stop.wait()
     server.stop()
     return 0

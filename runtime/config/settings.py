@@ -149,6 +149,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("FIRECRACKER_INITRD", "firecracker_initrd", "", values.text, "a guest initrd's path", optional=True),
     Variable("FIRECRACKER_JAILER", "firecracker_jailer", "", values.text, "the jailer's path", optional=True),
     Variable("FIRECRACKER_MANAGER_SOCKET", "firecracker_manager_socket", "", values.text, "a path", optional=True),
+    Variable("FIRECRACKER_BRIDGE", "firecracker_bridge", "awfc0", values.text, "a bridge name (up to 9 characters)"),
+    Variable("FIRECRACKER_SUBNET", "firecracker_subnet", "172.29.0.0/16", values.text, "an IPv4 subnet for the VMs"),
     Variable(
         "GITHUB_APP_ENCRYPTION_KEY",
         "github_app_encryption_key",
@@ -298,6 +300,8 @@ class Settings:
     firecracker_initrd: str | None = None
     firecracker_jailer: str | None = None
     firecracker_manager_socket: str | None = None
+    firecracker_bridge: str = "awfc0"
+    firecracker_subnet: str = "172.29.0.0/16"
     zmq_server_key: str | None = None
     zmq_client_key: Path | None = None
     config_file: Path | None = None

@@ -162,9 +162,9 @@ def configure_network(settings: dict[str, Any]) -> None:
             RTF_UP | RTF_GATEWAY,
             0,
             0,
-            None,
-            0,
-            None,
+            0,  # rt_pad4
+            0,  # metric
+            0,  # rt_dev: any device that reaches the gateway
             0,
             0,
             0,
@@ -302,7 +302,7 @@ def main() -> None:
         set_hostname(str(settings.get("hostname") or settings["workspace_id"]))
         configure_network(settings)
         listener = listen(int(settings["vsock_port"]))
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, struct.error) as exc:
         log(f"the workspace could not start: {exc}")
         os.sync()
         _libc.reboot(REBOOT_RESTART)

@@ -69,11 +69,13 @@ class Boot:
         firecracker: The binary (a path, or a name looked up on ``PATH``).
         kernel: An uncompressed guest kernel (``vmlinux``).
         initrd: The guest's initrd (``None``: the kernel mounts the root itself).
+        jailer: ``FIRECRACKER_JAILER``: not supported yet, so a set one makes the provider unhealthy.
     """
 
     firecracker: str
     kernel: Path
     initrd: Path | None = None
+    jailer: str | None = None
 
 
 class Machines:
@@ -124,6 +126,8 @@ class Machines:
             problems.append(f"guest kernel not found at {self.boot.kernel} (make firecracker-guest)")
         if self.boot.initrd is not None and not self.boot.initrd.is_file():
             problems.append(f"guest initrd not found at {self.boot.initrd} (make firecracker-guest)")
+        if self.boot.jailer:
+            problems.append(f"FIRECRACKER_JAILER={self.boot.jailer}: the jailer is not supported yet; unset it")
         if os.geteuid() != 0:
             problems.append("not root: run `workspaces firecracker-manager` as root and set FIRECRACKER_MANAGER_SOCKET")
         elif self._network is not None and (reason := self._network.probe()):
@@ -195,7 +199,10 @@ class Machines:
             }
         make_data_drive(where / "data.ext4", spec.disk_bytes, self._guest(spec, network))
         child = process.launch(
-            [self.boot.firecracker, "--api-sock", "api.sock", "--id", spec.workspace_id], where, where / "console.log"
+            # Firecracker's instance ids are letters, digits and '-' (at most 64).
+            [self.boot.firecracker, "--api-sock", "api.sock", "--id", spec.workspace_id.replace("_", "-")],
+            where,
+            where / "console.log",
         )
         self._children[child.pid] = child
         started = process.process_start(child.pid) or 0
@@ -226,15 +233,21 @@ class Machines:
         }
 
     def _api(self, where: Path, child: subprocess.Popen[bytes]) -> FirecrackerApi:
-        """The process's API, once its socket is there."""
+        """The process's API, once it answers (its socket file appears a moment before it listens)."""
+        api = FirecrackerApi(where / "api.sock", timeout_s=_API_WAIT_S)
         deadline = time.monotonic() + _API_WAIT_S
-        while not (where / "api.sock").exists():
+        while True:
             if child.poll() is not None:
                 raise ProviderUnavailable(f"firecracker exited at start ({child.returncode}): {self._console(where)}")
+            if (where / "api.sock").exists():
+                try:
+                    api.describe()
+                    return api
+                except ProviderUnavailable:
+                    pass
             if time.monotonic() > deadline:
-                raise ProviderUnavailable(f"firecracker did not open its API socket within {_API_WAIT_S:g} s")
+                raise ProviderUnavailable(f"firecracker did not answer on its API socket within {_API_WAIT_S:g} s")
             time.sleep(0.005)
-        return FirecrackerApi(where / "api.sock")
 
     def destroy(self, workspace_id: str) -> None:
         """Stop the VM and remove its tap, cgroup and files; a missing VM is not an error."""

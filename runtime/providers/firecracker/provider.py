@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from runtime.agent import AgentChannel, AgentExecutor
 from runtime.config import Settings
-from runtime.errors import ProviderUnavailable, WorkspaceError
+from runtime.errors import ConfigError, ProviderUnavailable, WorkspaceError
 from runtime.messages import BackendState, ContainerEvent, Probe, ResourceUsage, WorkspaceSpec
 from runtime.providers.firecracker.guest import DEFAULT_OUT
 from runtime.providers.firecracker.machines import AGENT_PORT, Boot, Machines
@@ -271,8 +271,20 @@ def local_machines(settings: Settings) -> Machines:
         initrd: Path | None = Path(settings.firecracker_initrd)
     else:
         initrd = DEFAULT_GUEST / "initrd.img" if kernel == DEFAULT_GUEST / "vmlinux" else None
-    boot = Boot(firecracker=settings.firecracker_bin or "firecracker", kernel=kernel, initrd=initrd)
-    return Machines(settings.state_dir / "firecracker", boot, HostNetwork())
+    boot = Boot(
+        firecracker=settings.firecracker_bin or "firecracker",
+        kernel=kernel,
+        initrd=initrd,
+        jailer=settings.firecracker_jailer,
+    )
+    try:
+        network = HostNetwork(bridge=settings.firecracker_bridge, subnet=settings.firecracker_subnet)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"FIRECRACKER_BRIDGE={settings.firecracker_bridge!r} / FIRECRACKER_SUBNET={settings.firecracker_subnet!r}: "
+            f"{exc.message}"
+        ) from None
+    return Machines(settings.state_dir / "firecracker", boot, network)
 
 
 def firecracker_provider(settings: Settings, instance_id: str) -> FirecrackerProvider:
