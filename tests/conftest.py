@@ -19,9 +19,12 @@ from runtime.app import Runtime
 from runtime.config import Settings, load_settings
 from runtime.providers.base import LABEL_INSTANCE, LABEL_MANAGED
 from runtime.providers.docker import MANAGED_NETWORK, DockerProvider
+from runtime.providers.firecracker.guest import GuestBuild, build_guest
 from tests.fakes import FakeProvider
 
 ROOT = Path(__file__).resolve().parent.parent
+FIRECRACKER_STANDIN = ROOT / "tests" / "firecracker_standin" / "bin" / "firecracker"
+"""The stand-in for the ``firecracker`` binary (``tests/firecracker_standin``)."""
 
 MakeSettings = Callable[..., Settings]
 
@@ -212,3 +215,9 @@ def write_mcp_config(path: Path, servers: Sequence[dict[str, Any]]) -> Path:
         lines.append("")
     path.write_text("\n".join(lines))
     return path
+
+
+@pytest.fixture(scope="session")
+def firecracker_guest(tmp_path_factory: pytest.TempPathFactory) -> GuestBuild:
+    """The real guest kernel and initrd, built from Debian's packages once per session."""
+    return build_guest(tmp_path_factory.mktemp("firecracker-guest"))

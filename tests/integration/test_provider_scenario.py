@@ -5,12 +5,17 @@ with SIGKILL and started again (the workspace is reconciled and still serves), d
 and nothing left behind. ``gvisor`` runs on the real Docker daemon under runsc; ``e2b``
 runs the real SDK against the E2B stand-in's REST API, with the stand-in's commands and
 files behind each sandbox (``tests.e2b_standin``), in a process started by
-``tests.e2b_serve``.
+``tests.e2b_serve``; ``firecracker`` runs through ``workspaces firecracker-manager`` on the
+stand-in for Firecracker (``tests.firecracker_standin``: Firecracker's API checked against
+its Swagger file, the guest's real init and agent run in namespaces over the real root
+filesystem).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import sys
 import time
 from collections.abc import Iterator
@@ -23,8 +28,11 @@ from e2b import Sandbox, SandboxQuery
 
 from runtime.config import load_settings
 from runtime.providers.base import LABEL_ID
+from runtime.providers.firecracker import local_machines
+from runtime.providers.firecracker.guest import GuestBuild
+from runtime.providers.firecracker.network import HostNetwork
 from runtime.wire import Client
-from tests.conftest import leftover_containers
+from tests.conftest import FIRECRACKER_STANDIN, leftover_containers
 from tests.e2b_serve import sandbox_ids
 from tests.e2b_standin import ControlPlane
 from tests.helpers import poll_until
@@ -69,12 +77,52 @@ class Served:
         return info.end_at.timestamp()
 
 
-@pytest.fixture(params=["gvisor", "e2b", "e2b-live"])
+@contextlib.contextmanager
+def firecracker_manager(tmp_path: Path, guest: GuestBuild) -> Iterator[dict[str, str]]:
+    """``workspaces firecracker-manager`` on the stand-in for Firecracker, with a bridge of its own.
+
+    Yields the runtime's variables for it; afterwards, whatever VM a failed test left is
+    removed and the bridge torn down.
+    """
+    state, sock = tmp_path / "manager", tmp_path / "firecracker.sock"
+    network = {
+        "FIRECRACKER_BRIDGE": f"awft{secrets.token_hex(2)}",
+        "FIRECRACKER_SUBNET": f"172.30.{secrets.randbelow(256)}.0/24",
+    }
+    boot = {
+        "FIRECRACKER_BIN": str(FIRECRACKER_STANDIN),
+        "FIRECRACKER_KERNEL": str(guest.vmlinux),
+        "FIRECRACKER_INITRD": str(guest.initrd),
+    }
+    manager = Server(serve_env(state, **boot, **network), [*WORKSPACES, "firecracker-manager", "--socket", str(sock)])
+    try:
+        manager.wait_ready()
+        yield {"FIRECRACKER_MANAGER_SOCKET": str(sock), "WORKSPACE_DEFAULT_DISK": "1G"}
+    finally:
+        manager.stop()
+        machines = local_machines(load_settings(env=serve_env(state, **boot, **network)))
+        left = [vm.workspace_id for vm in machines.states()]
+        for workspace_id in left:
+            machines.destroy(workspace_id)
+        HostNetwork(network["FIRECRACKER_BRIDGE"], network["FIRECRACKER_SUBNET"]).teardown()
+    assert left == [], "the runtime left microVMs"
+
+
+@pytest.fixture(params=["gvisor", "e2b", "e2b-live", "firecracker", "firecracker-live"])
 def served(request: pytest.FixtureRequest, tmp_path: Path, docker_client: Any) -> Iterator[Served]:
     provider = str(request.param)
     variables = {"WORKSPACE_DEFAULT_PROVIDER": provider, "WORKSPACE_HEALTH_INTERVAL_S": "1"}
     plane = None
     argv = [*WORKSPACES, "serve"]
+    stack = contextlib.ExitStack()
+    if provider == "firecracker":
+        variables |= stack.enter_context(firecracker_manager(tmp_path, request.getfixturevalue("firecracker_guest")))
+    elif provider == "firecracker-live":  # opt-in: real microVMs, the runtime owning them (root)
+        if not (os.environ.get("FIRECRACKER_LIVE") and os.environ.get("FIRECRACKER_BIN")):
+            pytest.skip(
+                "set FIRECRACKER_LIVE=1, FIRECRACKER_BIN and FIRECRACKER_KERNEL on a host whose KVM boots guests"
+            )
+        provider = variables["WORKSPACE_DEFAULT_PROVIDER"] = "firecracker"
     if provider == "e2b-live":  # opt-in: real E2B, through `workspaces serve` as operators run it
         if not LIVE_KEY:
             pytest.skip("set E2B_API_KEY to run the scenario against real E2B")
@@ -90,6 +138,7 @@ def served(request: pytest.FixtureRequest, tmp_path: Path, docker_client: Any) -
         yield served
     finally:
         served.stop()
+        stack.close()
         if plane is not None:
             plane.close()
         if served.server is not None:
