@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Sequence
-from types import FrameType
 
 from runtime.app import Runtime
 from runtime.cli.commands import COMMANDS
@@ -25,6 +22,7 @@ from runtime.cli.keys import add_parsers as add_keys_parsers
 from runtime.cli.keys import keys
 from runtime.cli.manager import firecracker_manager
 from runtime.cli.mcp import add_parsers as add_mcp_parsers
+from runtime.cli.signals import stop_on_signals
 from runtime.cli.tables import print_json
 from runtime.config import Settings, load_settings
 from runtime.errors import ConfigError, WorkspaceError
@@ -41,14 +39,7 @@ log = logging.getLogger("runtime.cli")
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = stop_on_signals()
     runtime = Runtime(settings).start()
     try:
         while not stop.wait(0.2):

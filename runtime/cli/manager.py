@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import threading
 import time
 from pathlib import Path
-from types import FrameType
 
+from runtime.cli.signals import stop_on_signals
 from runtime.config import Settings
 from runtime.errors import ConfigError
 from runtime.providers.firecracker import ManagerServer, local_machines
@@ -53,14 +51,7 @@ def firecracker_manager(settings: Settings, args: argparse.Namespace) -> int:
         server = ManagerServer(path, machines, args.group).start()
     except KeyError:
         raise ConfigError(f"--group {args.group}: no such group") from None
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s, stopping (the VMs keep running)", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = stop_on_signals(" (the VMs keep running)")
     log.info(
         "firecracker manager ready in %.0f ms: serving on %s (VMs under %s)",
         (time.monotonic() - began) * 1000,

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.errors import ProviderUnavailable
+from runtime.providers.firecracker.tools import run_tool
 
 __all__ = [
     "DEFAULT_OUT", "GUEST_MODULES", "CpioEntry", "GuestBuild", "build_guest", "extract_vmlinux", "find_all",
@@ -386,13 +387,4 @@ def _replace(path: Path, data: bytes) -> None:
 
 
 def _run(argv: list[str], what: str, cwd: Path | None = None) -> bytes:
-    """Run a tool; its failure becomes ``ProviderUnavailable`` with the end of its stderr."""
-    try:
-        return subprocess.run(argv, check=True, capture_output=True, cwd=cwd, timeout=900).stdout
-    except FileNotFoundError as exc:
-        raise ProviderUnavailable(f"{what}: {argv[0]} not found (a Debian host with apt is needed)") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise ProviderUnavailable(f"{what}: {argv[0]} did not finish in 900 s") from exc
-    except subprocess.CalledProcessError as exc:
-        detail = exc.stderr.decode(errors="replace").strip()[-500:] or f"exit status {exc.returncode}"
-        raise ProviderUnavailable(f"{what} failed: {detail}") from exc
+    return run_tool(argv, what, install="a Debian host with apt is needed", timeout_s=900, cwd=cwd)

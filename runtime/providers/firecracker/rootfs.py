@@ -22,7 +22,6 @@ import os
 import posixpath
 import shutil
 import stat
-import subprocess
 import tarfile
 import time
 from collections.abc import Collection, Iterator, Mapping
@@ -31,6 +30,7 @@ from typing import Any, BinaryIO, cast
 
 from runtime.errors import BadRequest, NotFound, ProviderUnavailable
 from runtime.providers.docker.connection import DockerConnection
+from runtime.providers.firecracker.tools import run_tool
 
 __all__ = ["GUEST_INIT", "MIN_DATA_BYTES", "Rootfs", "make_data_drive"]
 
@@ -383,13 +383,4 @@ def _tree_usage(tree: Path) -> tuple[int, int]:
 
 
 def _run(argv: list[str], what: str) -> None:
-    """Run a tool; its failure becomes ``ProviderUnavailable`` with the end of its stderr."""
-    try:
-        subprocess.run(argv, check=True, capture_output=True, timeout=_COMMAND_TIMEOUT_S)
-    except FileNotFoundError as exc:
-        raise ProviderUnavailable(f"{what}: {argv[0]} not found (install e2fsprogs)") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise ProviderUnavailable(f"{what}: {argv[0]} did not finish in {_COMMAND_TIMEOUT_S:g} s") from exc
-    except subprocess.CalledProcessError as exc:
-        detail = exc.stderr.decode(errors="replace").strip()[-500:] or f"exit status {exc.returncode}"
-        raise ProviderUnavailable(f"{what} failed: {detail}") from exc
+    run_tool(argv, what, install="install e2fsprogs", timeout_s=_COMMAND_TIMEOUT_S)
