@@ -26,14 +26,15 @@ from typing import Any
 import pytest
 
 from runtime.agent import AgentChannel, calls
+from runtime.app import Runtime
 from runtime.errors import ProviderUnavailable
 from runtime.messages import Command, ExecResult
-from runtime.providers.firecracker import AGENT_PORT, Boot, Machines, process
+from runtime.providers.firecracker import AGENT_PORT, Boot, FirecrackerProvider, Machines, process
 from runtime.providers.firecracker.guest import GuestBuild
 from runtime.providers.firecracker.network import HostNetwork
 from runtime.providers.firecracker.records import MachineSpec, read_record
 from runtime.providers.firecracker.rootfs import Rootfs
-from tests.conftest import FIRECRACKER_STANDIN
+from tests.conftest import FIRECRACKER_STANDIN, MakeSettings
 from tests.helpers import poll_until
 
 pytestmark = pytest.mark.docker
@@ -264,3 +265,40 @@ def test_health_names_each_missing_piece(tmp_path: Path, guest_files: Boot) -> N
     assert f"guest kernel not found at {tmp_path / 'vmlinux'} (make firecracker-guest)" in problems
     assert Machines(tmp_path, guest_files, None).probe() == []
     assert (Machines(tmp_path, guest_files, None).version() or "").startswith("Firecracker v")
+
+
+def test_start_up_reconciliation_destroys_an_orphan_vm_and_fails_a_workspace_whose_vm_died(
+    machines: Machines, make_settings: MakeSettings
+) -> None:
+    settings = make_settings(default_provider="firecracker", health_interval_s=0.5)
+
+    def providers(instance_id: str) -> dict[str, Any]:
+        return {"firecracker": FirecrackerProvider(machines, instance_id)}
+
+    first = Runtime(settings, providers=providers).start()
+    try:
+        with first.client(timeout_s=120) as client:
+            kept = client.create().id
+            dying = client.create().id
+    finally:
+        first.stop()  # the VMs keep running
+    instance = first.instance_id
+    machines.create(spec("ws_orphan", instance=instance))  # ours by its label, unknown to the state log
+    record = read_record(machines.data_dir / "vms" / dying / "machine.json")
+    assert record is not None
+    os.kill(record.pid, signal.SIGKILL)  # its VM dies while no runtime runs
+    poll_until(lambda: not process.alive(record.pid, record.pid_start))
+
+    second = Runtime(settings, providers=providers).start()
+    try:
+        assert {state.workspace_id for state in machines.states()} == {kept, dying}  # the orphan is gone
+        with second.client(timeout_s=120) as client:
+            assert client.get(kept).state == "ready"
+            assert client.exec(kept, ["echo", "adopted"]).stdout == b"adopted\n"
+            failed = client.get(dying)
+            assert failed.state == "failed" and "firecracker process ended" in (failed.error or "")
+            client.destroy(kept)
+            client.destroy(dying)
+    finally:
+        second.stop()
+    assert machines.states() == []
