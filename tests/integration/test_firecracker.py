@@ -264,6 +264,8 @@ def test_health_names_each_missing_piece(tmp_path: Path, guest_files: Boot) -> N
     assert "firecracker binary not found at /nowhere/firecracker" in problems
     assert f"guest kernel not found at {tmp_path / 'vmlinux'} (make firecracker-guest)" in problems
     assert Machines(tmp_path, guest_files, None).probe() == []
+    (tmp_path / "data.ext4").write_bytes(b"x")  # what a path out of vms/ would reach
+    assert missing.disk_usage(["..", "../..", "ws_none"]) == {} and missing.usage(["../.."]) == {}
     assert (Machines(tmp_path, guest_files, None).version() or "").startswith("Firecracker v")
 
 

@@ -21,12 +21,15 @@ directory removed.
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import os
 import re
 import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +38,7 @@ import msgspec
 import psutil
 
 from runtime.agent import AGENT_ARGV
-from runtime.errors import BadRequest, ProviderUnavailable
+from runtime.errors import BadRequest, ProviderUnavailable, WorkspaceError
 from runtime.messages import ResourceUsage
 from runtime.providers.firecracker import process
 from runtime.providers.firecracker.api import FirecrackerApi
@@ -52,6 +55,8 @@ from runtime.providers.firecracker.rootfs import Rootfs, make_data_drive
 from runtime.providers.firecracker.vsock import connect
 
 __all__ = ["AGENT_PORT", "BOOT_ARGS", "Boot", "Machines"]
+
+log = logging.getLogger(__name__)
 
 AGENT_PORT = 52
 """The guest's vsock port for the workspace agent."""
@@ -104,8 +109,10 @@ class Machines:
         self._network = network
         self._rootfs = rootfs or Rootfs(data_dir / "rootfs")
         self._stop_grace_s = stop_grace_s
-        self._lock = threading.Lock()  # directory creation and network slots
+        self._lock = threading.Lock()  # directory creation, network slots, the guards
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._launched: dict[str, subprocess.Popen[bytes]] = {}
+        self._guards: dict[str, threading.Lock] = {}
         self._version: str | None = None
 
     # ------------------------------------------------------------------ health
@@ -167,22 +174,25 @@ class Machines:
             ProviderUnavailable: A step failed; nothing of the VM is left.
         """
         where = self._dir(spec.workspace_id)
-        with self._lock:
+        if not (math.isfinite(spec.cpu_quota) and 0 < spec.cpu_quota <= spec.vcpus) or spec.memory_mib <= 0:
+            raise BadRequest(f"cpu {spec.cpu_quota:g} on {spec.vcpus} vCPUs with {spec.memory_mib} MiB is not a VM")
+        with self._guard(spec.workspace_id):  # a destroy (or a retried create) waits for this one
             record = read_record(where / "machine.json")
             if record is not None and record.booted and process.alive(record.pid, record.pid_start):
                 return  # a create retried after its answer was lost
             if where.exists():
                 self._remove(spec.workspace_id)
-            where.mkdir(parents=True, mode=0o700)
-            record = MachineRecord(managed_by=MANAGED, spec=spec, created_at=time.time(), index=self._free_index())
-            if self._network is not None:
-                record = msgspec.structs.replace(record, tap=self._network.tap_name(record.index))
-            write_record(where / "machine.json", record)
-        try:
-            self._boot(where, record)
-        except BaseException:
-            self.destroy(spec.workspace_id)
-            raise
+            with self._lock:  # network slots are shared
+                where.mkdir(parents=True, mode=0o700)
+                record = MachineRecord(managed_by=MANAGED, spec=spec, created_at=time.time(), index=self._free_index())
+                if self._network is not None:
+                    record = msgspec.structs.replace(record, tap=self._network.tap_name(record.index))
+                write_record(where / "machine.json", record)
+            try:
+                self._boot(where, record)
+            except BaseException:
+                self._remove(spec.workspace_id)
+                raise
 
     def _boot(self, where: Path, record: MachineRecord) -> None:
         spec = record.spec
@@ -205,10 +215,12 @@ class Machines:
             where / "console.log",
         )
         self._children[child.pid] = child
+        self._launched[spec.workspace_id] = child  # found by _remove even before its label names it
         started = process.process_start(child.pid) or 0
         record = msgspec.structs.replace(record, pid=child.pid, pid_start=started)
         write_record(where / "machine.json", record)
-        process.Cgroup(spec.workspace_id).limit(child.pid, spec.cpu_quota)
+        if not process.Cgroup(spec.workspace_id).limit(child.pid, spec.cpu_quota):
+            log.warning("the CPU of %s could not be capped at %g (no usable cgroup)", spec.workspace_id, spec.cpu_quota)
         api = self._api(where, child)
         api.machine_config(spec.vcpus, spec.memory_mib)
         api.boot_source(self.boot.kernel, BOOT_ARGS, self.boot.initrd)
@@ -219,6 +231,7 @@ class Machines:
         api.vsock(GUEST_CID, Path("vsock.sock"))
         api.action("InstanceStart")
         write_record(where / "machine.json", msgspec.structs.replace(record, booted=True))
+        self._launched.pop(spec.workspace_id, None)  # its label names it now
 
     def _guest(self, spec: MachineSpec, network: dict[str, Any] | None) -> dict[str, Any]:
         """The guest's settings (``guest.json`` on the data drive): what ``guest_init`` reads."""
@@ -252,21 +265,36 @@ class Machines:
     def destroy(self, workspace_id: str) -> None:
         """Stop the VM and remove its tap, cgroup and files; a missing VM is not an error."""
         self._dir(workspace_id)  # refuses a malformed id
-        with self._lock:
+        with self._guard(workspace_id):
             self._remove(workspace_id)
+
+    @contextlib.contextmanager
+    def _guard(self, workspace_id: str) -> Iterator[None]:
+        """One create or destroy of a VM at a time (others of other VMs go on)."""
+        with self._lock:
+            guard = self._guards.setdefault(workspace_id, threading.Lock())
+        with guard:
+            yield
 
     def _remove(self, workspace_id: str) -> None:
         where = self._vms / workspace_id
         record = read_record(where / "machine.json")
+        launched = self._launched.pop(workspace_id, None)
+        if launched is not None and launched.poll() is None and (record is None or record.pid != launched.pid):
+            launched.kill()  # started, but its label does not name it yet
         if record is not None and record.pid:
             api = FirecrackerApi(where / "api.sock", timeout_s=1.0)
             process.stop(record.pid, record.pid_start, lambda: api.action("SendCtrlAltDel"), self._stop_grace_s)
-            child = self._children.pop(record.pid, None)
+        for child in (launched, self._children.pop(record.pid, None) if record else None):
             if child is not None:
-                child.wait()
+                with contextlib.suppress(subprocess.TimeoutExpired):  # states() reaps it later
+                    child.wait(10)
         process.Cgroup(workspace_id).remove()
         if record is not None and record.tap and self._network is not None:
-            self._network.remove_tap(record.tap)
+            try:
+                self._network.remove_tap(record.tap)
+            except WorkspaceError as exc:  # e.g. a tap of a bridge since renamed: the files go anyway
+                log.warning("the tap %s of %s was not removed: %s", record.tap, workspace_id, exc.message)
         shutil.rmtree(where, ignore_errors=True)
 
     # ------------------------------------------------------------------ what exists
@@ -295,7 +323,7 @@ class Machines:
     def usage(self, workspace_ids: list[str]) -> dict[str, ResourceUsage]:
         """CPU time and resident memory of each VM's Firecracker process (the guest's, as the host sees it)."""
         found: dict[str, ResourceUsage] = {}
-        for workspace_id in workspace_ids:
+        for workspace_id in filter(_ID.match, workspace_ids):
             record = read_record(self._vms / workspace_id / "machine.json")
             if record is None or not process.alive(record.pid, record.pid_start):
                 continue
@@ -308,7 +336,7 @@ class Machines:
     def disk_usage(self, workspace_ids: list[str]) -> dict[str, int]:
         """Bytes each VM's data drive occupies on the host (it is sparse: what was written)."""
         found: dict[str, int] = {}
-        for workspace_id in workspace_ids:
+        for workspace_id in filter(_ID.match, workspace_ids):
             with contextlib.suppress(OSError):
                 found[workspace_id] = (self._vms / workspace_id / "data.ext4").stat().st_blocks * 512
         return found

@@ -53,10 +53,11 @@ _request = msgspec.json.Decoder(_Request)
 _encode = msgspec.json.Encoder().encode
 
 
-def _read_line(sock: socket.socket, with_fds: bool = False) -> tuple[bytes, list[int]]:
-    data, fds = b"", []
+def _read_line(sock: socket.socket, fds: list[int] | None = None) -> bytes:
+    """One line; descriptors that come with it go into ``fds`` as they arrive (so none is lost)."""
+    data = b""
     while not data.endswith(b"\n"):
-        if with_fds:
+        if fds is not None:
             chunk, received, _flags, _address = socket.recv_fds(sock, 65536, 1)
             fds.extend(received)
         else:
@@ -65,8 +66,8 @@ def _read_line(sock: socket.socket, with_fds: bool = False) -> tuple[bytes, list
             break
         data += chunk
         if len(data) > _MAX_LINE:
-            raise BadRequest("a message to the firecracker manager is longer than 1 MiB")
-    return data, fds
+            raise BadRequest("a message to or from the firecracker manager is longer than 1 MiB")
+    return data
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -74,9 +75,10 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         sock: socket.socket = self.request
+        sock.settimeout(_TIMEOUT_S)  # a client that never finishes its line does not keep a thread
         fd: int | None = None
         try:
-            line, _ = _read_line(sock)
+            line = _read_line(sock)
             request = _request.decode(line)
             result, stream = self.server.dispatch(request)
             answer: dict[str, Any] = {"ok": True, "result": result}
@@ -126,6 +128,7 @@ class ManagerServer(socketserver.ThreadingUnixStreamServer):
         if group:
             os.chown(path, -1, grp.getgrnam(group).gr_gid)
         self._thread: threading.Thread | None = None
+        self._started = False
 
     def start(self) -> ManagerServer:
         """Serve in a background thread."""
@@ -145,7 +148,11 @@ class ManagerServer(socketserver.ThreadingUnixStreamServer):
         machines, args = self.machines, request.args
         match request.op:
             case "probe":
-                return {"problems": machines.probe(), "version": machines.version()}, None
+                problems = machines.probe()
+                if not problems and not self._started:  # the host's bridge and NAT, once it can have them
+                    machines.start()
+                    self._started = True
+                return {"problems": problems, "version": machines.version()}, None
             case "create":
                 machines.create(msgspec.convert(args.get("spec"), MachineSpec))
                 return {}, None
@@ -155,7 +162,7 @@ class ManagerServer(socketserver.ThreadingUnixStreamServer):
             case "list":
                 return msgspec.to_builtins(machines.states()), None
             case "connect":
-                return {}, machines.connect(_text(args, "workspace_id"), int(args.get("port", 0)))
+                return {}, machines.connect(_text(args, "workspace_id"), _port(args))
             case "usage":
                 usage = machines.usage(_ids(args))
                 return {key: [value.cpu_seconds, value.memory_bytes] for key, value in usage.items()}, None
@@ -168,6 +175,13 @@ def _text(args: dict[str, Any], name: str) -> str:
     value = args.get(name)
     if not isinstance(value, str):
         raise BadRequest(f"{name} must be a string")
+    return value
+
+
+def _port(args: dict[str, Any]) -> int:
+    value = args.get("port")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 1 << 32:
+        raise BadRequest("port must be an integer from 1 to 2^32-1")
     return value
 
 
@@ -191,11 +205,14 @@ class ManagerClient:
     def _call(self, op: str, args: dict[str, Any], timeout_s: float = _TIMEOUT_S) -> tuple[Any, list[int]]:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout_s)
+        fds: list[int] = []
         try:
             connect_unix(sock, self.path)
             sock.sendall(_encode({"op": op, "args": args}) + b"\n")
-            line, fds = _read_line(sock, with_fds=op == "connect")
-        except OSError as exc:
+            line = _read_line(sock, fds if op == "connect" else None)
+        except (OSError, BadRequest) as exc:
+            for fd in fds:
+                os.close(fd)
             raise ProviderUnavailable(f"the firecracker manager at {self.path} is not reachable: {exc}") from None
         finally:
             sock.close()

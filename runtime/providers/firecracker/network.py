@@ -320,6 +320,9 @@ class HostNetwork:
         return [
             ["-i", bridge, "-o", bridge, "-j", "DROP"],  # VM to VM through the gateway
             ["-i", bridge, "!", "-s", subnet, "-j", "DROP"],  # a spoofed source would leave un-NATed
+            # Not into Docker's networks (containers, gvisor workspaces): this chain runs before Docker's.
+            ["-i", bridge, "-o", "docker0", "-j", "DROP"],
+            ["-i", bridge, "-o", "br-+", "-j", "DROP"],
             ["-i", bridge, "!", "-o", bridge, "-j", "ACCEPT"],
             ["-o", bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
             ["-o", bridge, "-j", "DROP"],  # nothing else may open a connection to a VM

@@ -102,9 +102,11 @@ class _Watch:
             with contextlib.suppress(WorkspaceError, OSError):
                 now = {state.workspace_id: state for state in self._provider.machines()}
                 for workspace_id, was_running in running.items():
-                    if self._provider.going(workspace_id):
-                        continue
                     state = now.get(workspace_id)
+                    if self._provider.going(workspace_id):
+                        if state is None:
+                            self._provider.gone(workspace_id)
+                        continue
                     if state is None:
                         yield ContainerEvent(workspace_id, "vanished", "its microVM was removed")
                     elif was_running and not state.running:
@@ -220,6 +222,11 @@ class FirecrackerProvider:
         """Whether the runtime is removing (or removed) this VM itself (no event for it)."""
         with self._lock:
             return handle in self._going
+
+    def gone(self, handle: str) -> None:
+        """A VM the runtime destroyed has left the listing: nothing more to hold about it."""
+        with self._lock:
+            self._going.discard(handle)
 
     def machines(self) -> list[MachineState]:
         """This runtime's VMs."""

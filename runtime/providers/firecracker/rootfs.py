@@ -206,12 +206,13 @@ class Rootfs:
         try:
             with docker.errors(f"export the files of {image}"):
                 stream = cast("BinaryIO", _Chunks(container.export(chunk_size=1 << 20)))
-                with tarfile.open(fileobj=stream, mode="r|") as archive:
-                    archive.extractall(tree, numeric_owner=True, filter=_SafeMembers())
-        except tarfile.FilterError as exc:
-            raise BadRequest(f"image {image} has a file that would land outside its root: {exc}") from exc
-        except (tarfile.TarError, OSError) as exc:
-            raise ProviderUnavailable(f"unpacking the files of {image} failed: {exc}") from exc
+                try:
+                    with tarfile.open(fileobj=stream, mode="r|") as archive:
+                        archive.extractall(tree, numeric_owner=True, filter=_SafeMembers())
+                except tarfile.FilterError as exc:
+                    raise BadRequest(f"image {image} has a file that would land outside its root: {exc}") from exc
+                except (tarfile.TarError, OSError) as exc:  # this host's disk, not Docker
+                    raise ProviderUnavailable(f"unpacking the files of {image} failed: {exc}") from exc
         finally:
             with docker.errors(f"remove the build container {name}"):
                 container.remove(force=True)
@@ -237,6 +238,7 @@ class _SafeMembers:
 
     def __init__(self) -> None:
         self._symlinks: set[str] = set()
+        self._seen: set[str] = set()
 
     def __call__(self, member: tarfile.TarInfo, _dest: str) -> tarfile.TarInfo | None:
         name = self._check(member.name)
@@ -246,6 +248,11 @@ class _SafeMembers:
             target = self._check(member.linkname)
             if target in self._symlinks:
                 raise tarfile.FilterError(f"hard link {name!r} to the symlink {target!r}")
+            if target not in self._seen:  # e.g. an absolute name: the host's file
+                raise tarfile.FilterError(f"hard link {name!r} to {member.linkname[:80]!r}, not a file of the image")
+            # tarfile joins a hard link's target to the tree as given: an absolute one would be the host's
+            member = member.replace(linkname=target, deep=False)
+        self._seen.add(name)
         if member.issym():
             self._symlinks.add(name)
         else:
@@ -341,7 +348,9 @@ def _inside(tree: Path, path: str) -> Path:
             resolved = resolved[:-1]
             continue
         here = tree.joinpath(*resolved, part)
-        if here.is_symlink() and hops < 40:
+        if here.is_symlink():
+            if hops == 40:  # a loop, or a chain meant to outlast the check: never follow it out
+                raise BadRequest(f"/{path} in the image goes through more than 40 symbolic links")
             hops += 1
             target = os.readlink(here)
             if target.startswith("/"):

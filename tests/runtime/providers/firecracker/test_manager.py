@@ -31,10 +31,15 @@ class FakeMachines:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
+        self.problems = ["firecracker binary not found at /nowhere"]
+        self.started = 0
         self.peers: list[socket.socket] = []
 
     def probe(self) -> list[str]:
-        return ["firecracker binary not found at /nowhere"]
+        return list(self.problems)
+
+    def start(self) -> None:
+        self.started += 1
 
     def version(self) -> str | None:
         return "Firecracker v1.10.1"
@@ -125,6 +130,9 @@ def test_malformed_requests_get_a_bad_request_and_the_manager_keeps_serving(
         b'{"op": 3}\n',
         b'{"op": "reboot"}\n',
         b'{"op": "destroy", "args": {"workspace_id": 1}}\n',
+        b'{"op": "connect", "args": {"workspace_id": "ws_abc", "port": "52"}}\n',
+        b'{"op": "connect", "args": {"workspace_id": "ws_abc", "port": 0}}\n',
+        b'{"op": "create", "args": {"spec": {"workspace_id": "ws_x"}}}\n',
     ):
         with socket.socket(socket.AF_UNIX) as sock:
             sock.settimeout(5)
@@ -169,3 +177,13 @@ def test_concurrent_requests_are_served_side_by_side(served: tuple[FakeMachines,
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+def test_the_manager_readies_the_host_once_its_probe_finds_nothing_missing(
+    served: tuple[FakeMachines, ManagerClient, Path],
+) -> None:
+    machines, client, _ = served
+    assert client.probe() and machines.started == 0  # nothing is set up while a piece is missing
+    machines.problems = []
+    assert client.probe() == [] and client.probe() == []
+    assert machines.started == 1

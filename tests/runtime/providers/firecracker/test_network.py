@@ -184,6 +184,8 @@ def test_ensure_twice_makes_the_bridge_and_each_rule_once(network: HostNetwork) 
     assert iptables("-S", network.chain)[1:] == [
         f"-A {network.chain} -i {b} -o {b} -j DROP",
         f"-A {network.chain} ! -s {network.subnet} -i {b} -j DROP",
+        f"-A {network.chain} -i {b} -o docker0 -j DROP",
+        f"-A {network.chain} -i {b} -o br-+ -j DROP",
         f"-A {network.chain} -i {b} ! -o {b} -j ACCEPT",
         f"-A {network.chain} -o {b} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
         f"-A {network.chain} -o {b} -j DROP",

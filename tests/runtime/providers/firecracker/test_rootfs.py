@@ -201,6 +201,43 @@ def test_an_archive_member_behind_a_symlink_is_never_written_outside_the_tree(tm
     assert list(outside.iterdir()) == []
 
 
+def test_a_hard_link_to_a_file_outside_the_image_is_refused_and_the_hosts_file_untouched(tmp_path: Path) -> None:
+    host_file = tmp_path / "host-passwd"
+    host_file.write_text("the host's")
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        target = tarfile.TarInfo("etc/passwd")
+        target.size = 6
+        tar.addfile(target, io.BytesIO(b"guest\n"))
+        link = tarfile.TarInfo("x")
+        link.type, link.linkname = tarfile.LNKTYPE, str(host_file)  # absolute: the host's file
+        tar.addfile(link)
+        over = tarfile.TarInfo("x")
+        over.size = 4
+        tar.addfile(over, io.BytesIO(b"evil"))
+    archive.seek(0)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    with tarfile.open(fileobj=archive, mode="r|") as tar, pytest.raises(tarfile.FilterError, match="not a file of"):
+        tar.extractall(tree, filter=rootfs_module._SafeMembers())
+    assert host_file.read_text() == "the host's"
+
+
+def test_a_chain_of_more_symlinks_than_are_followed_is_refused_rather_than_followed_out(tmp_path: Path) -> None:
+    tree, outside = tmp_path / "tree", tmp_path / "outside"
+    tree.mkdir()
+    outside.mkdir()
+    (tree / "sbin").symlink_to("l0")
+    for hop in range(41):
+        (tree / f"l{hop}").symlink_to(f"l{hop + 1}")
+    (tree / "l41").symlink_to(outside)
+    init = tmp_path / "init"
+    init.write_text("#!/bin/sh\n")
+    with pytest.raises(BadRequest, match="more than 40 symbolic links"):
+        rootfs_module._add_guest_files(tree, init)
+    assert list(outside.iterdir()) == []
+
+
 def test_the_data_drive_is_a_sparse_ext4_labelled_workspace_holding_the_guest_settings(tmp_path: Path) -> None:
     guest = {"workspace_id": "ws_test", "env": {"K": "V"}, "vsock_port": 52, "network": None}
     drive = tmp_path / "data.ext4"
