@@ -287,8 +287,10 @@ class Machines:
             process.stop(record.pid, record.pid_start, lambda: api.action("SendCtrlAltDel"), self._stop_grace_s)
         for child in (launched, self._children.pop(record.pid, None) if record else None):
             if child is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):  # states() reaps it later
+                try:
                     child.wait(10)
+                except subprocess.TimeoutExpired:  # stuck in the kernel: states() reaps it later
+                    self._children[child.pid] = child
         process.Cgroup(workspace_id).remove()
         if record is not None and record.tap and self._network is not None:
             try:
