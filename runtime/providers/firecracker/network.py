@@ -10,11 +10,10 @@ leaves through it again (a VM routing to another through the gateway; with Docke
 Outbound traffic is routed (``net.ipv4.ip_forward=1``) and masqueraded as it leaves through
 any other interface. Docker sets ``FORWARD``'s policy to ``DROP`` and owns its chains, so our
 filter rules live in a chain of our own, ``AGENT-WORKSPACES-<bridge>``, jumped to from the
-top of ``FORWARD``: it accepts what leaves the bridge and the replies, drops anything else
-bound for it, and returns the rest to Docker's chains untouched. The jump and the
-``MASQUERADE`` rule carry the comment ``agent-workspaces:<bridge>``, by which they are found.
-Debian's ``iptables`` is the nf_tables variant, the one Docker calls (``iptables`` on
-``PATH``); rules of the legacy variant would not show next to Docker's in ``iptables -S``.
+top of ``FORWARD``: it accepts what leaves the bridge (but not into Docker's networks) and
+the replies, drops anything else bound for it, and returns the rest to Docker's chains. The
+jump and the ``MASQUERADE`` rule carry the comment ``agent-workspaces:<bridge>``. Debian's
+``iptables`` is the nf_tables variant, the one Docker calls (``iptables`` on ``PATH``).
 
 The guest network is IPv4 only: the bridge holds the gateway (the subnet's first address),
 VM ``index`` gets the subnet's address ``index + 2`` and the MAC ``06:00:`` + its four
@@ -320,8 +319,7 @@ class HostNetwork:
         return [
             ["-i", bridge, "-o", bridge, "-j", "DROP"],  # VM to VM through the gateway
             ["-i", bridge, "!", "-s", subnet, "-j", "DROP"],  # a spoofed source would leave un-NATed
-            # Not into Docker's networks (containers, gvisor workspaces): this chain runs before Docker's.
-            ["-i", bridge, "-o", "docker0", "-j", "DROP"],
+            ["-i", bridge, "-o", "docker0", "-j", "DROP"],  # Docker's networks: containers, gvisor workspaces
             ["-i", bridge, "-o", "br-+", "-j", "DROP"],
             ["-i", bridge, "!", "-o", bridge, "-j", "ACCEPT"],
             ["-o", bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
