@@ -30,7 +30,7 @@ from typing import Any
 import msgspec
 
 from runtime.errors import BadRequest, InternalError, ProviderUnavailable, WorkspaceError, error_for_code
-from runtime.messages import ResourceUsage
+from runtime.messages import ErrorBody, ResourceUsage
 from runtime.providers.firecracker.machines import Machines
 from runtime.providers.firecracker.records import MachineSpec, MachineState
 from runtime.providers.firecracker.vsock import connect_unix
@@ -102,7 +102,7 @@ class _Handler(socketserver.BaseRequestHandler):
 
 
 def _failure(exc: WorkspaceError) -> dict[str, Any]:
-    return {"ok": False, "error": {"code": exc.code, "message": exc.message, "retryable": exc.retryable}}
+    return {"ok": False, "error": ErrorBody(exc.code, exc.message, exc.retryable)}
 
 
 class ManagerServer(socketserver.ThreadingUnixStreamServer):
@@ -201,6 +201,7 @@ class ManagerClient:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._version: str | None = None
 
     def _call(self, op: str, args: dict[str, Any], timeout_s: float = _TIMEOUT_S) -> tuple[Any, list[int]]:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -223,8 +224,11 @@ class ManagerClient:
                 os.close(fd)
             raise ProviderUnavailable(f"the firecracker manager at {self.path} answered {line[:80]!r}") from None
         if not answer.get("ok"):
-            error = answer.get("error") or {}
-            raise error_for_code(str(error.get("code")), str(error.get("message")), bool(error.get("retryable")))
+            try:
+                error = msgspec.convert(answer.get("error"), ErrorBody)
+            except msgspec.ValidationError:
+                error = ErrorBody("internal", f"the firecracker manager answered {line[:80]!r}", False)
+            raise error_for_code(error.code, error.message, error.retryable)
         return answer.get("result"), fds
 
     def probe(self) -> list[str]:
@@ -233,14 +237,14 @@ class ManagerClient:
             result, _ = self._call("probe", {})
         except WorkspaceError as exc:
             return [exc.message]
+        self._version = None if result["version"] is None else str(result["version"])
         return [str(problem) for problem in result["problems"]]
 
     def version(self) -> str | None:
-        """The manager's ``firecracker --version``."""
-        with contextlib.suppress(WorkspaceError):
-            result, _ = self._call("probe", {})
-            return None if result["version"] is None else str(result["version"])
-        return None
+        """The manager's ``firecracker --version``, as its last probe said (asked for if none was made)."""
+        if self._version is None:
+            self.probe()
+        return self._version
 
     def start(self) -> None:
         """Nothing: the manager readied the host when it started."""
