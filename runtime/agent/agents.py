@@ -134,10 +134,16 @@ class Agents:
         except (WorkspaceError, AgentGone, OSError) as exc:
             if channel is not None:
                 channel.close()
-            log.warning("the agent of %s did not start (commands take the slower path meanwhile): %s", handle, exc)
             with self._lock:
                 self._failed[handle] = (time.monotonic(), str(exc))
                 del self._starting[handle]
+                forgotten = self._shut or handle in self._closed  # e.g. destroyed as it started: expected
+            log.log(
+                logging.DEBUG if forgotten else logging.WARNING,
+                "the agent of %s did not start (commands take the slower path meanwhile): %s",
+                handle,
+                exc,
+            )
             done.set()
             return
         with self._lock:

@@ -214,9 +214,11 @@ class AgentChannel:
     def _read(self, pending: bytes) -> None:
         frames = FrameReader(max_header=_MAX_HEADER, max_payload=_MAX_PAYLOAD)
         data = pending
+        received = b""
         try:
             while True:
-                for frame in frames.feed(self._demux(data)):
+                received = self._demux(data)
+                for frame in frames.feed(received):
                     _check(frame[0])
                     self._deliver(frame)
                 data = self._sock.recv(1 << 20)
@@ -225,8 +227,15 @@ class AgentChannel:
         except OSError as exc:
             if self._alive:
                 log.debug("the channel to the agent of %s ended: %s", self.name, exc)
-        except ValueError as exc:  # not the agent's frames: something in the workspace wrote them
-            log.warning("the agent of %s sent garbage (%s): its channel is closed", self.name, exc)
+        except ValueError as exc:
+            if not self._hello.done():
+                # Before its greeting the agent has written nothing: these bytes say why its
+                # process did not start (Docker writes "OCI runtime exec failed: ..." into the
+                # stream, e.g. when the workspace is being destroyed). Its starter reports it.
+                said = received.decode(errors="replace").strip()[:300] or str(exc)
+                self._hello.set_exception(AgentGone(f"the agent of {self.name} did not start: {said}", sent=False))
+            else:  # not the agent's frames: something in the workspace wrote them
+                log.warning("the agent of %s sent garbage (%s): its channel is closed", self.name, exc)
             self.close()  # the agent sees its stdin end and exits; the next call starts another
         finally:
             self._gone()

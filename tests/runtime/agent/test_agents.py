@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -82,3 +84,42 @@ def test_closed_agents_are_not_started_again(launcher: Launcher) -> None:
     with pytest.raises(ProviderUnavailable, match="stopping"):
         agents.ensure("other")
     assert len(launcher.processes) == 1
+
+
+def test_an_agent_that_fails_to_start_after_its_workspace_was_forgotten_is_no_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A workspace destroyed as its agent starts: the start fails, and that is expected.
+    caplog.set_level(logging.DEBUG, logger="runtime.agent.agents")
+    started = threading.Event()
+    release = threading.Event()
+
+    def opening(handle: str) -> AgentChannel:
+        started.set()
+        release.wait(10)
+        ours, theirs = socket.socketpair()
+        theirs.close()  # the process never started: its stream ends at once
+        return AgentChannel(ours, handle)
+
+    agents = Agents(opening)
+    agents.start_soon("ws")
+    assert started.wait(10)
+    agents.forget("ws")
+    release.set()
+    poll_until(lambda: any("did not start" in record.getMessage() for record in caplog.records), timeout_s=10)
+    assert agents.get("ws") is None
+    assert [record.levelname for record in caplog.records if "did not start" in record.getMessage()] == ["DEBUG"]
+    agents.close()
+
+
+def test_an_agent_that_fails_to_start_in_a_live_workspace_is_a_warning(
+    launcher: Launcher, caplog: pytest.LogCaptureFixture
+) -> None:
+    launcher.broken = True
+    agents = Agents(launcher, retry_after_s=3600)
+    with pytest.raises(ProviderUnavailable):
+        agents.ensure("ws")
+    warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("the agent of ws did not start (commands take the slower path meanwhile): ")
+    agents.close()

@@ -8,6 +8,7 @@ and queues every request frame; the test answers them with ``encode_frame``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import socket
 import struct
@@ -186,6 +187,22 @@ def test_waiting_for_an_agent_that_never_greets_times_out_then_fails_when_it_end
         channel.wait_ready(10)
     assert not gone.value.sent
     poll_until(lambda: not channel.alive, timeout_s=10)
+
+
+def test_text_in_place_of_the_greeting_says_why_the_agent_did_not_start_without_a_warning(
+    connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What Docker writes into an exec's stream when it cannot start the process (here: the
+    # workspace is being destroyed as its agent starts).
+    agent, channel = connect(hello=False)
+    agent.send_raw(b"OCI runtime exec failed: exec failed: container is stopped\r\n")
+    said = r"did not start: OCI runtime exec failed: exec failed: container is stopped$"
+    with pytest.raises(AgentGone, match=said) as gone:
+        channel.wait_ready(10)
+    assert not gone.value.sent
+    poll_until(lambda: not channel.alive, timeout_s=10)
+    assert agent.ended.wait(10)
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
 
 
 # ---------------------------------------------------------------------- calls and replies
