@@ -84,7 +84,7 @@ def run(ctx: Context) -> list[Scenario]:
     scenarios: list[Scenario] = []
     docker_client = docker.from_env(version="auto")
     try:
-        for oci_runtime, steps in (("runsc", ctx.n(20, 3)), ("runc", ctx.n(12, 2))):
+        for oci_runtime, steps in (("runsc", ctx.n(40, 3)), ("runc", ctx.n(30, 2))):
             with (
                 RuntimeProcess(oci_runtime, default_cpu=CPU, default_memory=MEMORY) as runtime,
                 Client(runtime.endpoint, runtime.token, timeout_s=120) as client,
