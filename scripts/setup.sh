@@ -6,7 +6,8 @@
 #      pyproject.toml changes;
 #   2. a Docker daemon that answers. When none answers and we are root on Debian:
 #      install docker.io, runsc and mmdebstrap from Debian's packages, register runsc in
-#      /etc/docker/daemon.json (with --network=host, see docs/gvisor.md) with
+#      /etc/docker/daemon.json (with --network=host, see docs/gvisor.md, and
+#      --platform=$RUNSC_PLATFORM when that is set) with
 #      live-restore on (workspaces outlive a dockerd restart), and start dockerd in the
 #      background (scripts/dockerd.sh), logging to $DOCKERD_LOG. runsc must be 20240729 or
 #      newer (older releases break `ls` and `stat` in workspaces); on bookworm it comes
@@ -30,11 +31,20 @@ DOCKERD_LOG=${DOCKERD_LOG:-/var/log/agent-workspaces-dockerd.log}
 DAEMON_JSON=${DAEMON_JSON:-/etc/docker/daemon.json}
 PACKAGES_IMAGE="bash,coreutils,git,python3,curl,ca-certificates,procps"
 RUNSC_MIN=20240729
+# gVisor's platform for the runsc runtime setup registers (only when setup installs Docker
+# and registers runsc itself): empty for runsc's default (systrap), or ptrace / kvm. See
+# docs/gvisor.md, "What a command costs": on hosts like the build machine ptrace makes
+# commands several times faster.
+RUNSC_PLATFORM=${RUNSC_PLATFORM:-}
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
 is_root() { [ "$(id -u)" -eq 0 ]; }
+case "$RUNSC_PLATFORM" in
+  "" | systrap | ptrace | kvm) ;;
+  *) die "RUNSC_PLATFORM=$RUNSC_PLATFORM is not a runsc platform (systrap, ptrace or kvm; empty: runsc's default)" ;;
+esac
 is_debian() { [ -r /etc/debian_version ] && command -v apt-get >/dev/null 2>&1; }
 
 # ---------------------------------------------------------------- 1. virtualenv
@@ -131,34 +141,8 @@ setup_runsc() {
 }
 
 register_runsc() {
-  # Adds the runsc runtime to daemon.json unless it is registered already; keeps other keys.
-  mkdir -p "$(dirname "$DAEMON_JSON")"
-  "$PY" - "$DAEMON_JSON" <<'PY'
-import json, os, sys
-path = sys.argv[1]
-config = {}
-if os.path.exists(path) and os.path.getsize(path) > 0:
-    with open(path) as handle:
-        config = json.load(handle)
-runtimes = config.setdefault("runtimes", {})
-changed = False
-if "runsc" not in runtimes:
-    # runsc's own network stack refuses to start on this kind of kernel ("cannot run
-    # with network enabled in root network namespace"); --network=host runs it inside
-    # the container's network namespace instead (see docs/gvisor.md).
-    runtimes["runsc"] = {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=host"]}
-    changed = True
-if "live-restore" not in config:
-    # Workspaces keep running while dockerd restarts or is upgraded (docs/crash-safety.md).
-    config["live-restore"] = True
-    changed = True
-if changed:
-    with open(path + ".tmp", "w") as handle:
-        json.dump(config, handle, indent=2)
-        handle.write("\n")
-    os.replace(path + ".tmp", path)
-    print("registered runsc and live-restore in " + path, file=sys.stderr)
-PY
+  # Adds the runsc runtime (with RUNSC_PLATFORM) and live-restore to daemon.json unless set; keeps other keys.
+  "$PY" scripts/register_runsc.py "$DAEMON_JSON" "$RUNSC_PLATFORM" || die "registering runsc in $DAEMON_JSON failed"
 }
 
 start_dockerd() { PY="$PY" DOCKERD_LOG="$DOCKERD_LOG" scripts/dockerd.sh start; }
@@ -166,6 +150,10 @@ start_dockerd() { PY="$PY" DOCKERD_LOG="$DOCKERD_LOG" scripts/dockerd.sh start; 
 # ---------------------------------------------------------------- 2. Docker
 setup_docker() {
   if docker_answers; then
+    if [ -n "$RUNSC_PLATFORM" ]; then
+      say "note: RUNSC_PLATFORM applies when setup registers runsc; Docker already runs, so it is left as it is."
+      say "      To change the platform: add --platform=$RUNSC_PLATFORM to runsc's runtimeArgs in $DAEMON_JSON, then kill -HUP \$(pidof dockerd)."
+    fi
     if "$PY" scripts/dockerctl.py runtimes | grep -qw runsc; then
       setup_runsc  # a newer binary is picked up by the next container; no restart needed
     else
