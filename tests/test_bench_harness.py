@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import psutil
 import pytest
 
 from bench.harness import charts, report, run, sizing
 from bench.harness.context import Context
 from bench.harness.report import Run
 from bench.harness.results import ScalePoint, Scenario, Target, percentile
+from bench.harness.scenarios import scale
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GiB = 1 << 30
@@ -238,3 +241,40 @@ def test_a_scenario_family_that_crashes_is_reported_and_the_others_still_run(
     assert data["failures"] == [{"scenario": "crash", "error": "RuntimeError: docker went away"}]
     assert [s["name"] for s in data["scenarios"]] == ["ok"]
     assert "docker went away" in (tmp_path / "results.md").read_text()
+
+
+class _Created:
+    def __init__(self, id: str) -> None:
+        self.id = id
+
+
+class _SlowDaemon:
+    """A client whose creates move the clock on by a minute each (a host past its CPU limit)."""
+
+    def __init__(self, clock: list[float]) -> None:
+        self.clock = clock
+        self.made = 0
+
+    def create(self, **_: Any) -> _Created:
+        self.clock[0] += 60
+        self.made += 1
+        return _Created(f"ws_{self.made}")
+
+
+class _QuietProbe:
+    process = psutil.Process()
+
+    def point(self, count: int, *_: Any) -> SimpleNamespace:
+        return SimpleNamespace(count=count)
+
+    def raw_create(self) -> float:
+        return 0.1
+
+
+def test_growing_stops_when_its_time_budget_runs_out_and_says_where(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(scale, "_now", lambda: clock[0])
+    grow = scale._Growth(Context(), _SlowDaemon(clock), _QuietProbe())  # type: ignore[arg-type]
+    point = grow.to(200)
+    assert point.count == len(grow.made) == 9  # 480 s of one-minute creates, the ninth past the budget
+    assert grow.stopped == "the growth's time budget (480 s) ran out at 9 held"

@@ -15,7 +15,8 @@ CPU are its own (``psutil`` on that process). Workspaces are created one at a ti
   whence each idle workspace's footprint for the host sizing.
 
 Creation stops early (and says why) if the host's available memory falls below
-``MIN_AVAILABLE`` or creates keep failing. Every workspace made is destroyed at the end.
+``MIN_AVAILABLE``, creates keep failing, or growing takes longer than ``GROWTH_BUDGET_S``.
+Every workspace made is destroyed at the end.
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ __all__ = ["SMALL_CPU", "SMALL_MEMORY", "run"]
 SMALL_CPU, SMALL_MEMORY = 0.25, 256 << 20
 MIN_AVAILABLE = 3 << 30
 MAX_ERRORS = 5
+GROWTH_BUDGET_S = 480.0
+"""The longest the workspaces are grown for (creates and checkpoints; a quarter in a quick
+run): a host past its CPU limit takes minutes per create, and the full run stays near 15 min."""
+
+
+def _now() -> float:
+    return time.monotonic()
 
 
 def _cpu_seconds(process: psutil.Process) -> float:
@@ -151,6 +159,8 @@ class _Growth:
         self.errors = 0
         self.stopped = ""
         self.every = ctx.n(10, 5)
+        self.budget_s = ctx.n(GROWTH_BUDGET_S, GROWTH_BUDGET_S / 4)
+        self.deadline = _now() + self.budget_s
 
     def to(self, target: int) -> ScalePoint:
         """Grow to ``target`` held (or until stopped); the point taken there."""
@@ -172,6 +182,8 @@ class _Growth:
                 raws.append(self.probe.raw_create())
             if psutil.virtual_memory().available < MIN_AVAILABLE:
                 self.stopped = f"host memory available below {MIN_AVAILABLE >> 30} GiB at {len(self.made)}"
+            elif _now() > self.deadline and len(self.made) < target:
+                self.stopped = f"the growth's time budget ({self.budget_s:.0f} s) ran out at {len(self.made)} held"
         busy_s = time.perf_counter() - began - sum(raws)  # the runtime's CPU over its own creates
         busy = 100 * (_cpu_seconds(self.probe.process) - began_cpu) / max(busy_s, 1e-9)
         return self.probe.point(len(self.made), creates, raws, busy, self.errors)
