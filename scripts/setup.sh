@@ -34,7 +34,7 @@ RUNSC_MIN=20240729
 # gVisor's platform for the runsc runtime setup registers (only when setup installs Docker
 # and registers runsc itself): empty for runsc's default (systrap), or ptrace / kvm. See
 # docs/gvisor.md, "What a command costs": on hosts like the build machine ptrace makes
-# commands several times faster.
+# commands about twice as fast and idle sandboxes nearly free.
 RUNSC_PLATFORM=${RUNSC_PLATFORM:-}
 
 say() { printf 'setup: %s\n' "$*" >&2; }
