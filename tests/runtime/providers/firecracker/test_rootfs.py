@@ -182,6 +182,14 @@ def test_an_image_that_is_not_here_is_a_bad_request(tmp_path: Path, init_file: P
         Rootfs(tmp_path / "cache", init_file).ensure("agent-workspaces-test/absent:never")
 
 
+def extract_safely(archive: io.BytesIO, tree: Path) -> None:
+    """Unpack ``archive`` into a new directory ``tree`` as a root filesystem build does (streamed, filtered)."""
+    archive.seek(0)
+    tree.mkdir()
+    with tarfile.open(fileobj=archive, mode="r|") as tar:
+        tar.extractall(tree, filter=rootfs_module._SafeMembers())
+
+
 def test_an_archive_member_behind_a_symlink_is_never_written_outside_the_tree(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -193,11 +201,8 @@ def test_an_archive_member_behind_a_symlink_is_never_written_outside_the_tree(tm
         evil = tarfile.TarInfo("etc/passwd")
         evil.size = 4
         tar.addfile(evil, io.BytesIO(b"evil"))
-    archive.seek(0)
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    with tarfile.open(fileobj=archive, mode="r|") as tar, pytest.raises(tarfile.FilterError, match="beyond a symlink"):
-        tar.extractall(tree, filter=rootfs_module._SafeMembers())
+    with pytest.raises(tarfile.FilterError, match="beyond a symlink"):
+        extract_safely(archive, tmp_path / "tree")
     assert list(outside.iterdir()) == []
 
 
@@ -215,11 +220,8 @@ def test_a_hard_link_to_a_file_outside_the_image_is_refused_and_the_hosts_file_u
         over = tarfile.TarInfo("x")
         over.size = 4
         tar.addfile(over, io.BytesIO(b"evil"))
-    archive.seek(0)
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    with tarfile.open(fileobj=archive, mode="r|") as tar, pytest.raises(tarfile.FilterError, match="not a file of"):
-        tar.extractall(tree, filter=rootfs_module._SafeMembers())
+    with pytest.raises(tarfile.FilterError, match="not a file of"):
+        extract_safely(archive, tmp_path / "tree")
     assert host_file.read_text() == "the host's"
 
 
